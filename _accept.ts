@@ -1,0 +1,62 @@
+/**
+ * An accept loop that no peer can stop: a connection reset before it was
+ * accepted (ENOTCONN, ECONNABORTED) is skipped, running out of file
+ * descriptors (EMFILE) pauses with growing waits until some close, and only
+ * closing the listener (or `signal`) ends it.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+
+const log = getLogger(["tcp-relay", "accept"]);
+
+function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done);
+  });
+}
+
+/**
+ * Accepts connections on `listener` and hands each to `handle` (with
+ * `setNoDelay(true)`) until the listener is closed or `signal` aborts.
+ */
+export async function acceptAll(
+  listener: Deno.Listener<Deno.TcpConn>,
+  handle: (conn: Deno.TcpConn) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  let failures = 0;
+  while (!signal?.aborted) {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await listener.accept();
+      failures = 0;
+    } catch (e) {
+      if (signal?.aborted || e instanceof Deno.errors.BadResource) return;
+      failures++;
+      const outOfFds = /EMFILE|ENFILE|too many open files/i.test(String(e));
+      if (outOfFds || failures > 1) {
+        const ms = Math.min(10 * 2 ** (failures - 1), 1000);
+        log.warn("Accept failed ({error}); pausing {ms} ms", {
+          error: String((e as Error)?.message ?? e),
+          ms,
+        });
+        await pause(ms, signal);
+      }
+      continue;
+    }
+    try {
+      conn.setNoDelay(true);
+    } catch {
+      // reset already: whoever reads it will find out
+    }
+    handle(conn);
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * What the three executables share: flag parsing with clear errors (exit 2),
+ * logging set up with LogTape, and stopping on SIGINT/SIGTERM.
+ *
+ * @module
+ */
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import {
+  configure,
+  getTextFormatter,
+  jsonLinesFormatter,
+  type LogLevel,
+  type LogRecord,
+} from "@logtape/logtape";
+import { VERSION } from "./_protocol.ts";
+
+/** A bad command line: the message is printed and the process exits 2. */
+export class UsageError extends Error {}
+
+const encoder = new TextEncoder();
+const LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"];
+
+/** The options every executable takes besides its own. */
+export const COMMON_OPTIONS = {
+  "log-level": { type: "string", default: "info" },
+  "log-format": { type: "string", default: "text" },
+  help: { type: "boolean", short: "h", default: false },
+  version: { type: "boolean", short: "V", default: false },
+} as const satisfies ParseArgsConfig["options"];
+
+/** Parses `args` strictly; unknown flags and stray words are {@linkcode UsageError}s. */
+export function parseFlags<O extends NonNullable<ParseArgsConfig["options"]>>(
+  args: string[],
+  options: O,
+) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false })
+      .values;
+  } catch (e) {
+    throw new UsageError((e as Error).message.replace(/\.$/, ""));
+  }
+}
+
+/** A number of seconds from a flag, in milliseconds. */
+export function seconds(flag: string, value: string | undefined): number {
+  const n = Number(value);
+  if (value === undefined || value.trim() === "" || !(n >= 0) || n > 1e7) {
+    throw new UsageError(`--${flag} takes a number of seconds, not "${value}"`);
+  }
+  return n * 1000;
+}
+
+/** A whole number from a flag, within `[min, max]`. */
+export function integer(
+  flag: string,
+  value: string | undefined,
+  min: number,
+  max: number,
+): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max || value?.trim() === "") {
+    throw new UsageError(
+      `--${flag} takes a whole number from ${min} to ${max}, not "${value}"`,
+    );
+  }
+  return n;
+}
+
+/** Sets up LogTape on stderr: text lines, or JSON lines for `json`. */
+export async function setupLogging(
+  level: string | undefined,
+  format: string | undefined,
+): Promise<void> {
+  if (!LEVELS.includes(level ?? "")) {
+    throw new UsageError(
+      `--log-level takes one of ${LEVELS.join(", ")}, not "${level}"`,
+    );
+  }
+  if (format !== "text" && format !== "json") {
+    throw new UsageError(`--log-format takes text or json, not "${format}"`);
+  }
+  const formatter = format === "json"
+    ? jsonLinesFormatter
+    : getTextFormatter({ timestamp: "date-time-timezone" });
+  await configure({
+    sinks: {
+      // Synchronous writes to stderr: stdout may carry data (client --stdio),
+      // and no line is lost at exit.
+      stderr: (record: LogRecord) => {
+        Deno.stderr.writeSync(encoder.encode(formatter(record)));
+      },
+    },
+    loggers: [
+      {
+        category: "tcp-relay",
+        lowestLevel: level as LogLevel,
+        sinks: ["stderr"],
+      },
+      {
+        category: ["logtape", "meta"],
+        lowestLevel: "warning",
+        sinks: ["stderr"],
+      },
+    ],
+  });
+}
+
+/**
+ * Runs an executable's `main`: prints `--help`/`--version`, turns usage errors
+ * into exit 2 and other failures into exit 1 with the message on stderr.
+ */
+export async function runMain(
+  usage: string,
+  parse: () => Record<string, unknown>,
+  main: (values: Record<string, unknown>) => Promise<number | void>,
+): Promise<never> {
+  let code = 0;
+  try {
+    const values = parse();
+    if (values.help) console.log(usage);
+    else if (values.version) console.log(VERSION);
+    else code = (await main(values)) ?? 0;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`error: ${e.message}\n\n${usage}`);
+      code = 2;
+    } else {
+      console.error(`error: ${e instanceof Error ? e.message : e}`);
+      code = 1;
+    }
+  }
+  Deno.exit(code);
+}
+
+/** An AbortSignal that aborts on the first SIGINT or SIGTERM. */
+export function stopSignal(): AbortSignal {
+  const ac = new AbortController();
+  const stop = () => {
+    ac.abort();
+    for (const s of ["SIGINT", "SIGTERM"] as const) {
+      Deno.removeSignalListener(s, stop);
+    }
+  };
+  for (const s of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(s, stop);
+  }
+  return ac.signal;
+}

@@ -1,0 +1,54 @@
+/**
+ * The one error that callers of @x/tcp-relay catch.
+ *
+ * @module
+ */
+
+/**
+ * What went wrong, as a stable code:
+ * - `UNREACHABLE`: the relay cannot be reached;
+ * - `NOEXIST`: no such name is reserved at the relay;
+ * - `OFFLINE`: the name is reserved but no server is waiting;
+ * - `USED`: the name is already reserved;
+ * - `UNKNOWN_COMMAND`: the relay does not know the command;
+ * - `PROTOCOL`: the peer broke the protocol (an unexpected or too long line);
+ * - `CLOSED`: the connection closed before the handshake finished;
+ * - `TIMEOUT`: the handshake took too long.
+ */
+export type RelayErrorCode =
+  | "UNREACHABLE"
+  | "NOEXIST"
+  | "OFFLINE"
+  | "USED"
+  | "UNKNOWN_COMMAND"
+  | "PROTOCOL"
+  | "CLOSED"
+  | "TIMEOUT";
+
+/**
+ * An error from the relay or its protocol, with a stable {@linkcode RelayError.code}.
+ *
+ * @example Telling a missing name from an absent server
+ * ```ts
+ * import { connect, RelayError } from "jsr:@x/tcp-relay";
+ *
+ * try {
+ *   const conn = await connect({ relay: "relay.example.com", name: "home-ssh" });
+ *   conn.close();
+ * } catch (e) {
+ *   if (e instanceof RelayError && e.code === "OFFLINE") console.log("try later");
+ *   else throw e;
+ * }
+ * ```
+ */
+export class RelayError extends Error {
+  /** What went wrong, as a stable code. */
+  readonly code: RelayErrorCode;
+
+  /** Makes an error with a code and a message (no trailing period). */
+  constructor(code: RelayErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "RelayError";
+    this.code = code;
+  }
+}

@@ -1,0 +1,291 @@
+/**
+ * The benchmark behind `deno task bench`: runs the independent C load driver
+ * (`../shared/bench/relaybench.c`) against each peer with the same settings and
+ * prints one Markdown table.
+ *
+ * ```sh
+ * deno task bench                       # every peer, default sizes
+ * deno task bench --peers project,socat --bytes 500000000 --pairs 2000
+ * ```
+ *
+ * Peers: `direct` (no relay: the floor), `socat` (pairs once: throughput and
+ * round trips only), `node` and `naive-deno` (the afternoon relays of
+ * `../shared/bench/peers/`), `project` (this relay, read/write loops) and
+ * `project-streams` (this relay with `--data-path streams`).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+const root = new URL("..", import.meta.url).pathname;
+const shared = new URL("../../shared/bench/", import.meta.url).pathname;
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    peers: {
+      type: "string",
+      default: "direct,socat,node,naive-deno,project,project-streams",
+    },
+    bytes: { type: "string", default: "1000000000" },
+    pings: { type: "string", default: "10000" },
+    pairings: { type: "string", default: "3000" },
+    pairs: { type: "string", default: "5000" },
+    "max-pairs": { type: "string", default: "9000" },
+    help: { type: "boolean", default: false },
+  },
+});
+if (flags.help) {
+  console.log(
+    "deno task bench [--peers a,b] [--bytes N] [--pings N] [--pairings N] [--pairs N] [--max-pairs N]",
+  );
+  Deno.exit(0);
+}
+
+async function run(
+  cmd: string,
+  args: string[],
+  options: Deno.CommandOptions = {},
+): Promise<{ code: number; out: string }> {
+  const out = await new Deno.Command(cmd, {
+    args,
+    stderr: "inherit",
+    ...options,
+  })
+    .output();
+  return { code: out.code, out: new TextDecoder().decode(out.stdout) };
+}
+
+async function has(cmd: string): Promise<boolean> {
+  return (await run("sh", ["-c", `command -v ${cmd}`]).catch(() => ({
+    code: 1,
+  })))
+    .code === 0;
+}
+
+async function need(cmd: string, pkg: string): Promise<boolean> {
+  if (await has(cmd)) return true;
+  if (Deno.uid?.() === 0) {
+    console.error(`bench: installing ${pkg} (apt-get)`);
+    await run("sh", [
+      "-c",
+      `apt-get update -qq && apt-get install -y -qq ${pkg}`,
+    ], {
+      stdout: "null",
+    });
+    if (await has(cmd)) return true;
+  }
+  console.error(`bench: ${cmd} is missing: apt-get install ${pkg}`);
+  return false;
+}
+
+if (!(await need("gcc", "gcc"))) Deno.exit(2);
+try {
+  Deno.statSync(`${shared}relaybench.c`);
+} catch {
+  console.error(
+    `bench: ${shared}relaybench.c not found (the shared/ folder beside the project)`,
+  );
+  Deno.exit(2);
+}
+const driver = await Deno.makeTempFile({ prefix: "relaybench-" });
+if (
+  (await run("gcc", ["-O2", "-pthread", "-o", driver, `${shared}relaybench.c`]))
+    .code
+) {
+  Deno.exit(2);
+}
+
+const SP = 18110, CP = 19110;
+const deno = Deno.execPath();
+const peerCommands: Record<string, [string, string[], string] | null> = {
+  direct: null,
+  socat: ["socat", [
+    "-b",
+    "262144",
+    `TCP-LISTEN:${SP},bind=127.0.0.1,reuseaddr`,
+    `TCP-LISTEN:${CP},bind=127.0.0.1,reuseaddr`,
+  ], "raw"],
+  node: ["node", [`${shared}peers/node_relay.mjs`, `${CP}`, `${SP}`], "seed"],
+  "naive-deno": [deno, [
+    "run",
+    "-A",
+    `${shared}peers/naive_deno_relay.ts`,
+    `${CP}`,
+    `${SP}`,
+  ], "seed"],
+  project: [deno, [
+    "run",
+    "-A",
+    `${root}relay.ts`,
+    "--host",
+    "127.0.0.1",
+    "--client-port",
+    `${CP}`,
+    "--server-port",
+    `${SP}`,
+  ], "seed"],
+  "project-streams": [deno, [
+    "run",
+    "-A",
+    `${root}relay.ts`,
+    "--host",
+    "127.0.0.1",
+    "--client-port",
+    `${CP}`,
+    "--server-port",
+    `${SP}`,
+    "--data-path",
+    "streams",
+  ], "seed"],
+};
+
+async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+  throw new Error(`peer did not listen on ${port}`);
+}
+
+/** Runs one driver mode against a fresh peer process; returns its key=value line. */
+async function measure(
+  peer: string,
+  mode: string,
+  args: string[],
+): Promise<Record<string, string>> {
+  const spec = peerCommands[peer];
+  let child: Deno.ChildProcess | undefined;
+  if (spec) {
+    child = new Deno.Command(spec[0], {
+      args: spec[1],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    // socat pairs on its first connection: no probing, just a pause
+    if (peer === "socat") await new Promise((r) => setTimeout(r, 300));
+    else await waitForPort(CP);
+  }
+  const proto = spec?.[2] ?? "direct";
+  const base = [
+    "--client-port",
+    `${CP}`,
+    "--server-port",
+    `${SP}`,
+    "--proto",
+    proto,
+    "--name",
+    "bench",
+  ];
+  const extra = mode === "concurrent" && child ? ["--pid", `${child.pid}`] : [];
+  const { out } = await run("timeout", [
+    "300",
+    driver,
+    mode,
+    ...base,
+    ...args,
+    ...extra,
+  ]);
+  if (child) {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* gone */ }
+    await child.status;
+  }
+  const line = out.trim().split("\n").pop() ?? "";
+  console.error(`  ${peer} ${mode}: ${line}`);
+  return Object.fromEntries(line.split(" ").map((kv) => kv.split("=")));
+}
+
+const peers = flags.peers.split(",").filter((p) => {
+  if (!(p in peerCommands)) {
+    console.error(`bench: unknown peer ${p}`);
+    Deno.exit(2);
+  }
+  return true;
+});
+if (peers.includes("socat") && !(await need("socat", "socat"))) {
+  peers.splice(peers.indexOf("socat"), 1);
+}
+if (peers.includes("node") && !(await has("node"))) {
+  peers.splice(peers.indexOf("node"), 1);
+}
+
+const rows: string[][] = [];
+for (const peer of peers) {
+  const pairs = peer !== "socat";
+  const one = await measure(peer, "throughput", ["--bytes", flags.bytes]);
+  const both = await measure(peer, "throughput", [
+    "--bytes",
+    flags.bytes,
+    "--dir",
+    "both",
+  ]);
+  const ping = await measure(peer, "pingpong", ["--iters", flags.pings]);
+  const pairing = pairs
+    ? await measure(peer, "pairing", ["--count", flags.pairings])
+    : {};
+  const conc = pairs
+    ? await measure(peer, "concurrent", ["--pairs", flags.pairs, "--msgs", "5"])
+    : {};
+  const max = pairs
+    ? await measure(peer, "concurrent", [
+      "--pairs",
+      flags["max-pairs"],
+      "--msgs",
+      "1",
+    ])
+    : {};
+  const kb = (a?: string, b?: string, n?: string) =>
+    a && b && Number(a) > 0
+      ? ((Number(b) - Number(a)) / Number(n)).toFixed(1)
+      : "—";
+  rows.push([
+    peer,
+    one.MBps ?? "—",
+    both.MBps ?? "—",
+    ping.p50_us ?? "—",
+    ping.p99_us ?? "—",
+    pairing.per_sec ?? "—",
+    kb(conc.rss0_kb, conc.rss_open_kb, conc.pairs),
+    kb(conc.rss0_kb, conc.rss_peak_kb, conc.pairs),
+    conc.rss_after_kb && Number(conc.rss0_kb) > 0
+      ? `${(Number(conc.rss0_kb) / 1024).toFixed(0)} → ${
+        (Number(conc.rss_after_kb) / 1024).toFixed(0)
+      }`
+      : "—",
+    max.error
+      ? `failed (${max.error})`
+      : max.bad === "0"
+      ? `${max.pairs} ok`
+      : max.pairs
+      ? `${max.pairs}, ${max.bad} bad`
+      : "—",
+  ]);
+}
+await Deno.remove(driver);
+
+const head = [
+  "peer",
+  "MB/s one way",
+  "MB/s both ways",
+  "RTT p50 µs",
+  "RTT p99 µs",
+  "pairings/s",
+  `KB/idle pair (${flags.pairs})`,
+  "KB/pair after msgs",
+  "RSS MB start → after close",
+  `${flags["max-pairs"]} pairs at once`,
+];
+console.log(`| ${head.join(" | ")} |`);
+console.log(`|${head.map(() => "---").join("|")}|`);
+for (const r of rows) console.log(`| ${r.join(" | ")} |`);
+console.log(
+  `\nbytes=${flags.bytes} pings=${flags.pings} pairings=${flags.pairings} pairs=${flags.pairs}; ` +
+    `${Deno.build.os} ${navigator.hardwareConcurrency} cores, deno ${Deno.version.deno}`,
+);

@@ -1,0 +1,42 @@
+/**
+ * @x/tcp-relay: reach a machine behind NAT through a relay that both sides
+ * dial out to. The server offers a name, the client asks for it, the relay
+ * pairs the two connections; both get a normal `Deno.TcpConn`.
+ *
+ * Wire-compatible with the seed Ruby-TCP-Relay (protocol v1), with FIFO
+ * pairing, dead-connection detection, bounded handshakes and half-close.
+ *
+ * @example A server and a client meeting at a relay
+ * ```ts
+ * import { accept, connect } from "jsr:@x/tcp-relay";
+ *
+ * // behind NAT
+ * const served = accept({ relay: "relay.example.com", name: "echo" })
+ *   .then((conn) => conn.readable.pipeTo(conn.writable));
+ * // anywhere
+ * const conn = await connect({ relay: "relay.example.com", name: "echo" });
+ * await conn.write(new TextEncoder().encode("ping"));
+ * conn.close();
+ * await served.catch(() => {});
+ * ```
+ *
+ * @module
+ */
+
+export {
+  accept,
+  type HelperOptions,
+  listen,
+  type ListenOptions,
+  RelayListener,
+  release,
+  reserve,
+} from "./server.ts";
+export { connect } from "./client.ts";
+export {
+  type Relay,
+  type RelayOptions,
+  type RelayStats,
+  serveRelay,
+} from "./relay.ts";
+export { RelayError, type RelayErrorCode } from "./_errors.ts";
