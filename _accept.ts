@@ -24,17 +24,17 @@ function pause(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /**
- * Accepts connections on `listener` and hands each to `handle` (with
- * `setNoDelay(true)`) until the listener is closed or `signal` aborts.
+ * Accepts connections on `listener` and hands each to `handle` (TCP ones
+ * with `setNoDelay(true)`) until the listener is closed or `signal` aborts.
  */
-export async function acceptAll(
-  listener: Deno.Listener<Deno.TcpConn>,
-  handle: (conn: Deno.TcpConn) => void,
+export async function acceptAll<C extends Deno.Conn>(
+  listener: Deno.Listener<C>,
+  handle: (conn: C) => void,
   signal?: AbortSignal,
 ): Promise<void> {
   let failures = 0;
   while (!signal?.aborted) {
-    let conn: Deno.TcpConn;
+    let conn: C;
     try {
       conn = await listener.accept();
       failures = 0;
@@ -53,7 +53,8 @@ export async function acceptAll(
       continue;
     }
     try {
-      conn.setNoDelay(true);
+      // TLS connections have no setNoDelay in Deno
+      (conn as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
     } catch {
       // reset already: whoever reads it will find out
     }

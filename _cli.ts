@@ -29,6 +29,25 @@ export const COMMON_OPTIONS = {
   version: { type: "boolean", short: "V", default: false },
 } as const satisfies ParseArgsConfig["options"];
 
+/** The flags of server.ts and client.ts for reaching the relay over TLS. */
+export const TLS_OPTIONS = {
+  tls: { type: "boolean", default: false },
+  ca: { type: "string" },
+} as const satisfies ParseArgsConfig["options"];
+
+/** `tls` and `caCerts` helper options from `--tls` and `--ca FILE`. */
+export function tlsOptions(
+  v: Record<string, unknown>,
+): { tls?: boolean; caCerts?: string[] } {
+  if (v.ca === undefined) return v.tls ? { tls: true } : {};
+  if (!v.tls) throw new UsageError("--ca goes with --tls");
+  try {
+    return { tls: true, caCerts: [Deno.readTextFileSync(v.ca as string)] };
+  } catch (e) {
+    throw new UsageError(`--ca: cannot read ${v.ca}: ${(e as Error).message}`);
+  }
+}
+
 /** Parses `args` strictly; unknown flags and stray words are {@linkcode UsageError}s. */
 export function parseFlags<O extends NonNullable<ParseArgsConfig["options"]>>(
   args: string[],

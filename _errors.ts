@@ -13,7 +13,12 @@
  * - `UNKNOWN_COMMAND`: the relay does not know the command;
  * - `PROTOCOL`: the peer broke the protocol (an unexpected or too long line);
  * - `CLOSED`: the connection closed before the handshake finished;
- * - `TIMEOUT`: the handshake took too long.
+ * - `TIMEOUT`: the handshake took too long, or a parked connection's relay
+ *   went silent;
+ * - `AUTH`: the relay wants a proof of the name's secret (protocol v2), or
+ *   the proof was wrong;
+ * - `LIMIT`: the relay's limits refuse the connection (too many connections,
+ *   parked connections, or failed proofs).
  */
 export type RelayErrorCode =
   | "UNREACHABLE"
@@ -23,7 +28,9 @@ export type RelayErrorCode =
   | "UNKNOWN_COMMAND"
   | "PROTOCOL"
   | "CLOSED"
-  | "TIMEOUT";
+  | "TIMEOUT"
+  | "AUTH"
+  | "LIMIT";
 
 /**
  * An error from the relay or its protocol, with a stable {@linkcode RelayError.code}.

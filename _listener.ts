@@ -14,6 +14,7 @@ const log = getLogger(["tcp-relay", "server"]);
 
 /** What the listener needs of `listen()`'s options. */
 export interface PoolOptions extends HelperOptions {
+  secret?: string;
   pool: number;
   minBackoff?: number;
   maxBackoff?: number;
@@ -34,7 +35,8 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 /** Failures that retrying cannot mend: the relay refuses what we ask. */
 function isPermanent(e: unknown): boolean {
   return e instanceof RelayError &&
-    (e.code === "UNKNOWN_COMMAND" || e.code === "PROTOCOL");
+    (e.code === "UNKNOWN_COMMAND" || e.code === "PROTOCOL" ||
+      e.code === "AUTH");
 }
 
 /**
@@ -51,13 +53,13 @@ function isPermanent(e: unknown): boolean {
  * conn.close();
  * ```
  */
-export class RelayListener
-  implements AsyncIterable<Deno.TcpConn>, Disposable, AsyncDisposable {
+export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
+  implements AsyncIterable<C>, Disposable, AsyncDisposable {
   #options: PoolOptions;
-  #accept: (o: HelperOptions) => Promise<Deno.TcpConn>;
+  #accept: (o: PoolOptions) => Promise<C>;
   #ac = new AbortController();
-  #ready: Deno.TcpConn[] = [];
-  #takers: PromiseWithResolvers<Deno.TcpConn>[] = [];
+  #ready: C[] = [];
+  #takers: PromiseWithResolvers<C>[] = [];
   #room: (() => void)[] = [];
   #error: unknown;
   #slots: Promise<void>[];
@@ -65,7 +67,7 @@ export class RelayListener
   /** Used by `listen()`; not meant to be called directly. */
   constructor(
     options: PoolOptions,
-    accept: (o: HelperOptions) => Promise<Deno.TcpConn>,
+    accept: (o: PoolOptions) => Promise<C>,
   ) {
     this.#options = options;
     this.#accept = accept;
@@ -112,7 +114,7 @@ export class RelayListener
     }
   }
 
-  #deliver(conn: Deno.TcpConn): void {
+  #deliver(conn: C): void {
     if (this.#closed) return conn.close();
     const taker = this.#takers.shift();
     if (taker) taker.resolve(conn);
@@ -126,7 +128,7 @@ export class RelayListener
   }
 
   /** Waits for the next client; rejects once the listener is closed or failed. */
-  accept(): Promise<Deno.TcpConn> {
+  accept(): Promise<C> {
     const conn = this.#ready.shift();
     if (conn) {
       this.#room.shift()?.();
@@ -136,7 +138,7 @@ export class RelayListener
     if (this.#closed) {
       return Promise.reject(new RelayError("CLOSED", "Listener closed"));
     }
-    const taker = Promise.withResolvers<Deno.TcpConn>();
+    const taker = Promise.withResolvers<C>();
     this.#takers.push(taker);
     return taker.promise;
   }
@@ -163,7 +165,7 @@ export class RelayListener
   }
 
   /** Yields each client until the listener is closed; throws if it failed. */
-  async *[Symbol.asyncIterator](): AsyncIterator<Deno.TcpConn> {
+  async *[Symbol.asyncIterator](): AsyncIterator<C> {
     for (;;) {
       try {
         yield await this.accept();

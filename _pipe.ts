@@ -102,9 +102,16 @@ export class Source {
   /**
    * Starts watching: `onEnd` is called once if the connection resets, or ends
    * when `endIsDeath` (a parked server that closes is gone; a client that
-   * half-closes after its request is not). Stops reading after `cap` bytes.
+   * half-closes after its request is not). `intercept` may take a chunk
+   * (protocol lines while parked) instead of keeping it. Stops reading after
+   * `cap` bytes kept.
    */
-  watch(onEnd: () => void, endIsDeath: boolean, cap = 64 * 1024): void {
+  watch(
+    onEnd: () => void,
+    endIsDeath: boolean,
+    intercept?: (chunk: Uint8Array) => boolean,
+    cap = 64 * 1024,
+  ): void {
     this.#watching = true;
     const step = (): void => {
       if (!this.#watching || this.#queued >= cap) return;
@@ -114,6 +121,7 @@ export class Source {
         if (this.#inflight !== p) return; // the data phase took it over
         this.#inflight = null;
         if (chunk === null && endIsDeath) return onEnd();
+        if (chunk && intercept?.(chunk)) return step();
         this.#queue.push(chunk);
         if (chunk === null) return;
         this.#queued += chunk.length;

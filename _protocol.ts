@@ -52,7 +52,17 @@ export const Word = {
   NOEXIST: "NOEXIST",
   OFFLINE: "OFFLINE",
   CONNECTED: "CONNECTED",
+  // protocol v2
+  PARKED: "PARKED",
+  PING: "PING",
+  PONG: "PONG",
+  ERROR: "ERROR",
 } as const;
+
+/** The first line of a v2 peer, and the start of the relay's answer. */
+export const HELLO_V2 = "HELLO 2";
+/** How often the relay probes parked v2 connections (ms). */
+export const DEFAULT_HEARTBEAT = 15_000;
 
 const encoder = new TextEncoder();
 const wordLines = new Map<string, Uint8Array>(
@@ -65,13 +75,15 @@ export function line(text: string): Uint8Array {
 }
 
 /**
- * Why a name is not acceptable, or `undefined` if it is: 1 to 200 printable
- * ASCII characters (space to `~`).
+ * Why a name is not acceptable, or `undefined` if it is: 1 to 200 visible
+ * ASCII characters (`!` to `~`: no spaces, so that v2 requests are one line).
  */
 export function nameProblem(name: string): string | undefined {
   if (name.length === 0) return "empty name";
   if (name.length > 200) return "name longer than 200 characters";
-  if (!/^[\x20-\x7e]+$/.test(name)) return "non-printable name";
+  if (!/^[\x21-\x7e]+$/.test(name)) {
+    return "name with spaces or non-printable characters";
+  }
 }
 
 /** A value that can be written to and read from, as `Deno.Conn` and the stdio streams. */

@@ -1,24 +1,38 @@
 /**
- * The relay's engine: accept loops that survive every peer, the handshakes of
- * both ports, the table of names with their parked servers (oldest first) and
- * waiting clients, pairing, and a graceful shutdown.
+ * The relay's engine: the handshakes of both ports (v1 and v2), owned and
+ * private names, the table of names with their parked servers (oldest first)
+ * and waiting clients, heartbeats, limits, pairing, and a graceful shutdown.
  *
  * @module
  */
 
 import { getLogger } from "@logtape/logtape";
-import {
-  formatAddr,
-  line,
-  LineReader,
-  nameProblem,
-  Word,
-  writeAll,
-} from "./_protocol.ts";
-import { type DataPath, pipePair, Source } from "./_pipe.ts";
+import { verify } from "./_auth.ts";
 import { acceptAll } from "./_accept.ts";
+import { Guard, type Limits } from "./_guard.ts";
+import {
+  type ClientRequest,
+  type HandshakeState,
+  readClientRequest,
+  readServerRequest,
+  Refusal,
+  type ServerRequest,
+} from "./_handshake.ts";
+import { type DataPath, pipePair, Source } from "./_pipe.ts";
+import { formatAddr, line, Word, writeAll } from "./_protocol.ts";
 
 const log = getLogger(["tcp-relay", "relay"]);
+
+/** A relay connection: plain TCP, or TLS. */
+export type Conn = Deno.TcpConn | Deno.TlsConn;
+
+/** The owners of names: who may serve a name, and who may reach a private one. */
+export interface NameOwners {
+  /** The secrets of `name`, or `undefined` for a name nobody owns. */
+  get(name: string): { secret: string; clientKey?: string } | undefined;
+  /** Makes the caller the owner of `name` (open registration); rejects if it has one. */
+  add?(name: string): Promise<{ secret: string }>;
+}
 
 /** Live counts of a relay. */
 export interface RelayStats {
@@ -34,7 +48,7 @@ export interface RelayStats {
   connections: number;
   /** Pairs made since start. */
   pairings: number;
-  /** Connections refused since start (bad input, unknown names, timeouts). */
+  /** Connections refused since start (bad input, unknown names, limits, timeouts). */
   refusals: number;
   /** Application bytes relayed since start, each way. */
   bytes: { clientToServer: number; serverToClient: number };
@@ -42,11 +56,15 @@ export interface RelayStats {
 
 /** A connection waiting in the name table: a parked server or a waiting client. */
 interface Waiter {
-  conn: Deno.TcpConn;
+  conn: Conn;
   source: Source;
   peer: string;
   dead: boolean;
+  /** Speaks v2: gets PARKED and heartbeats. */
+  v2?: boolean;
   timer?: ReturnType<typeof setTimeout>;
+  /** v2 servers: the answer to the last PING, while it is awaited. */
+  pong?: PromiseWithResolvers<boolean>;
 }
 
 interface Entry {
@@ -69,23 +87,28 @@ function closeQuietly(closer: { close(): void }): void {
   }
 }
 
-/** Settings of the engine, in milliseconds. */
+/** Settings of the engine, times in milliseconds. */
 export interface RendezvousSettings {
   wait: number;
   handshakeTimeout: number;
   drainTimeout: number;
+  heartbeat: number;
   dataPath: DataPath;
+  limits: Limits;
+  owners?: NameOwners;
+  openRegistration: boolean;
 }
 
 /** The relay's engine over its two listeners. */
 export class Rendezvous {
   readonly finished: Promise<void>;
   #settings: RendezvousSettings;
-  #listeners: Deno.TcpListener[];
+  #listeners: Deno.Listener<Conn>[];
   #names = new Map<string, Entry>();
-  #handshaking = new Set<Deno.Conn>();
-  #pairs = new Map<Promise<void>, Deno.Conn[]>();
+  #guard: Guard;
+  #pairs = new Map<Promise<void>, Conn[]>();
   #stop = new AbortController();
+  #beat?: ReturnType<typeof setInterval>;
   #pairings = 0;
   #refusals = 0;
   #c2s = 0;
@@ -94,14 +117,15 @@ export class Rendezvous {
 
   constructor(
     settings: RendezvousSettings,
-    serverListener: Deno.TcpListener,
-    clientListener: Deno.TcpListener,
+    serverListener: Deno.Listener<Conn>,
+    clientListener: Deno.Listener<Conn>,
   ) {
     this.#settings = settings;
+    this.#guard = new Guard(settings.limits);
     this.#listeners = [serverListener, clientListener];
     this.finished = new Promise((resolve) => this.#done = resolve);
-    this.#serve(serverListener, (c) => this.#onServer(c));
-    this.#serve(clientListener, (c) => this.#onClient(c));
+    this.#serve(serverListener, (c, p) => this.#onServer(c, p));
+    this.#serve(clientListener, (c, p) => this.#onClient(c, p));
   }
 
   stats(): RelayStats {
@@ -115,10 +139,9 @@ export class Rendezvous {
     return {
       parked,
       waiting,
-      handshaking: this.#handshaking.size,
+      handshaking: this.#guard.held - parkedCount - waiting,
       activePairs: this.#pairs.size,
-      connections: this.#handshaking.size + parkedCount + waiting +
-        2 * this.#pairs.size,
+      connections: this.#guard.held + 2 * this.#pairs.size,
       pairings: this.#pairings,
       refusals: this.#refusals,
       bytes: { clientToServer: this.#c2s, serverToClient: this.#s2c },
@@ -126,43 +149,41 @@ export class Rendezvous {
   }
 
   #serve(
-    listener: Deno.TcpListener,
-    handle: (c: Deno.TcpConn) => Promise<void>,
-  ) {
+    listener: Deno.Listener<Conn>,
+    handle: (c: Conn, peer: string) => Promise<void>,
+  ): void {
     acceptAll(listener, (conn) => {
-      this.#handshaking.add(conn);
-      handle(conn).catch((e) => {
+      const addr = conn.remoteAddr, peer = formatAddr(addr);
+      const refusal = this.#guard.admit(
+        conn,
+        addr.hostname,
+        this.#guard.held + 2 * this.#pairs.size,
+      );
+      if (refusal) {
+        return this.#refuse(conn, peer, refusal, `ERROR LIMIT ${refusal}`);
+      }
+      handle(conn, peer).catch((e) => {
         log.error("Unexpected failure: {error}", { error: String(e) });
-        closeQuietly(conn);
+        this.#drop(conn);
       });
     }, this.#stop.signal);
   }
 
-  /**
-   * Refuses `conn` with `reply` once the handshake timeout passes; the read
-   * under way then fails, and its handler must not refuse again.
-   */
-  #deadline(
-    conn: Deno.Conn,
-    peer: string,
-    reply: string,
-    state: { timedOut: boolean },
-  ): ReturnType<typeof setTimeout> {
-    return setTimeout(() => {
-      state.timedOut = true;
-      this.#refuse(conn, peer, "handshake timed out", reply);
-    }, this.#settings.handshakeTimeout);
+  /** Closes `conn` and forgets it. */
+  #drop(conn: Conn): void {
+    this.#guard.release(conn);
+    closeQuietly(conn);
   }
 
   #refuse(
-    conn: Deno.Conn,
+    conn: Conn,
     peer: string,
     reason: string,
     reply?: string,
     name?: string,
   ): void {
     this.#refusals++;
-    this.#handshaking.delete(conn);
+    this.#guard.release(conn);
     if (name === undefined) {
       log.info("Refused {peer}: {reason}", { peer, reason });
     } else {log.info("Refused {peer} for {name}: {reason}", {
@@ -176,134 +197,280 @@ export class Rendezvous {
     );
   }
 
-  async #onServer(conn: Deno.TcpConn): Promise<void> {
-    const peer = formatAddr(conn.remoteAddr);
-    const state = { timedOut: false };
-    const timer = this.#deadline(
-      conn,
-      peer,
-      "ERROR TIMEOUT handshake timed out",
-      state,
-    );
-    let command: string | null | undefined, name: string | null | undefined;
-    const reader = new LineReader(conn);
-    try {
-      await writeAll(conn, line(Word.SERVER));
-      command = (await reader.readLine())?.toUpperCase();
-      if (
-        command === Word.RESERVE || command === Word.RELEASE ||
-        command === Word.CONNECT
-      ) name = await reader.readLine();
-    } catch (e) {
-      clearTimeout(timer);
-      if (state.timedOut) return;
-      const reason = (e as Error).message;
-      return this.#refuse(conn, peer, reason, `ERROR PROTOCOL ${reason}`);
-    }
-    clearTimeout(timer);
-    if (command === undefined || command === Word.STOP || name === null) {
-      this.#handshaking.delete(conn);
-      return closeQuietly(conn);
-    }
-    if (name === undefined) {
-      const reason = `unknown command ${JSON.stringify(command.slice(0, 40))}`;
-      return this.#refuse(conn, peer, reason, Word.UNKNOWN_COMMAND);
-    }
-    const problem = nameProblem(name);
-    if (problem) {
-      return this.#refuse(conn, peer, problem, `ERROR NAME ${problem}`);
-    }
-    const entry = this.#names.get(name);
-    if (command === Word.RESERVE) {
-      if (entry) {
-        return this.#refuse(conn, peer, "name in use", Word.USED, name);
-      }
-      this.#names.set(name, { parked: new Set(), waiting: new Set() });
-      log.info("Reserved {name} for {peer}", { name, peer });
-      return this.#reply(conn, Word.OK);
-    }
-    if (command === Word.RELEASE) {
-      if (entry) this.#release(name, entry, peer);
-      return this.#reply(conn, Word.OK);
-    }
-    this.#handshaking.delete(conn);
-    this.#park(name, {
-      conn,
-      source: new Source(conn, reader.rest()),
-      peer,
-      dead: false,
-    });
-  }
-
-  #reply(conn: Deno.Conn, word: string): void {
-    this.#handshaking.delete(conn);
-    writeAll(conn, line(word)).catch(() => {}).finally(() =>
+  #reply(conn: Conn, text: string): void {
+    this.#guard.release(conn);
+    writeAll(conn, line(text)).catch(() => {}).finally(() =>
       closeQuietly(conn)
     );
   }
 
-  #release(name: string, entry: Entry, peer: string): void {
-    this.#names.delete(name);
-    for (const w of [...entry.parked, ...entry.waiting]) {
-      w.dead = true;
-      clearTimeout(w.timer);
-      closeQuietly(w.conn);
+  /** Runs a handshake under the timeout; `undefined` if it was refused or ended. */
+  async #handshake<T>(
+    conn: Conn,
+    peer: string,
+    timeoutReply: (v2: boolean) => string,
+    read: (state: HandshakeState) => Promise<T | null>,
+  ): Promise<T | undefined> {
+    const state: HandshakeState = { v2: false };
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.#refuse(conn, peer, "handshake timed out", timeoutReply(state.v2));
+    }, this.#settings.handshakeTimeout);
+    try {
+      const request = await read(state);
+      if (request === null) this.#drop(conn);
+      return request ?? undefined;
+    } catch (e) {
+      if (timedOut) return;
+      if (e instanceof Refusal) {
+        this.#refuse(conn, peer, e.message, e.reply, e.subject);
+      } else this.#refuse(conn, peer, (e as Error).message);
+    } finally {
+      clearTimeout(timer);
     }
-    log.info("Released {name} for {peer}", { name, peer });
   }
 
-  #park(name: string, server: Waiter): void {
+  /** Whether `ip` proved `secret` for `command` on `name`; counts failures. */
+  #proved(
+    ip: string,
+    secret: string,
+    command: string,
+    name: string,
+    v2?: { nonce: string; proof?: string },
+  ) {
+    if (v2 && verify(secret, v2.nonce, command, name, v2.proof)) return true;
+    if (v2?.proof) this.#guard.failed(ip);
+    return false;
+  }
+
+  #entry(name: string, create: boolean): Entry | undefined {
     let entry = this.#names.get(name);
-    if (!entry) {
+    if (!entry && (create || this.#settings.owners?.get(name))) {
       entry = { parked: new Set(), waiting: new Set() };
       this.#names.set(name, entry);
     }
+    return entry;
+  }
+
+  async #onServer(conn: Conn, peer: string): Promise<void> {
+    const req = await this.#handshake<ServerRequest>(
+      conn,
+      peer,
+      () => "ERROR TIMEOUT handshake timed out",
+      (state) => readServerRequest(conn, state),
+    );
+    if (!req) return;
+    const { command, name, v2 } = req, ip = conn.remoteAddr.hostname;
+    const refuse = (reason: string, reply: string) =>
+      this.#refuse(conn, peer, reason, reply, name);
+    const owner = this.#settings.owners?.get(name);
+    if (owner) {
+      if (!v2) {
+        if (command === Word.RESERVE) return refuse("name in use", Word.USED);
+        return refuse(
+          "owned name, v1 peer",
+          `ERROR AUTH ${name} is owned: use protocol v2 with its secret`,
+        );
+      }
+      if (this.#guard.blocked(ip)) {
+        return refuse(
+          "too many failed proofs",
+          "ERROR RATE too many failed proofs; try again later",
+        );
+      }
+      if (!this.#proved(ip, owner.secret, command, name, v2)) {
+        return refuse("wrong proof", `ERROR AUTH wrong proof for ${name}`);
+      }
+    }
+    if (command === Word.RESERVE) {
+      if (!owner && this.#names.has(name)) {
+        return refuse("name in use", Word.USED);
+      }
+      let answer: string = Word.OK;
+      if (
+        !owner && v2 && this.#settings.openRegistration &&
+        this.#settings.owners?.add
+      ) {
+        try {
+          answer = `${Word.OK} ${
+            (await this.#settings.owners.add(name)).secret
+          }`;
+        } catch {
+          return refuse("name in use", Word.USED);
+        }
+      }
+      this.#entry(name, true);
+      log.info("Reserved {name} for {peer}", {
+        name,
+        peer,
+        owned: answer !== Word.OK,
+      });
+      return this.#reply(conn, answer);
+    }
+    if (command === Word.RELEASE) {
+      const entry = this.#names.get(name);
+      if (entry) this.#release(name, entry, peer);
+      return this.#reply(conn, Word.OK);
+    }
+    const entry = this.#entry(name, true)!;
+    if (entry.parked.size >= this.#guard.maxParkedPerName) {
+      return refuse(
+        "too many parked connections",
+        `ERROR LIMIT too many parked connections for ${name}`,
+      );
+    }
+    const server: Waiter = {
+      conn,
+      source: new Source(conn, req.rest),
+      peer,
+      dead: false,
+      v2: !!v2,
+    };
+    if (v2) {
+      try {
+        await writeAll(
+          conn,
+          line(`${Word.PARKED} ${this.#settings.heartbeat / 1000}`),
+        );
+      } catch {
+        return this.#drop(conn);
+      }
+    }
+    this.#park(name, entry, server);
+  }
+
+  #release(name: string, entry: Entry, peer: string): void {
+    this.#names.delete(name);
+    for (const w of [...entry.parked, ...entry.waiting]) this.#dismiss(w);
+    log.info("Released {name} for {peer}", { name, peer });
+  }
+
+  #dismiss(w: Waiter): void {
+    w.dead = true;
+    clearTimeout(w.timer);
+    w.pong?.resolve(false);
+    this.#drop(w.conn);
+  }
+
+  #park(name: string, entry: Entry, server: Waiter): void {
     const client = oldest(entry.waiting);
     if (client) {
       clearTimeout(client.timer);
       return void this.#pair(name, entry, server, client);
     }
     entry.parked.add(server);
-    server.source.watch(() => {
-      server.dead = true;
-      entry.parked.delete(server);
-      closeQuietly(server.conn);
-      log.debug("Parked connection for {name} from {peer} closed", {
-        name,
-        peer: server.peer,
-      });
-    }, true);
+    let partial = "";
+    // v2: the only bytes a parked server may send are PONG lines.
+    const intercept = server.v2
+      ? (chunk: Uint8Array) => {
+        for (const byte of chunk) {
+          if (byte !== 10) {
+            partial += String.fromCharCode(byte);
+            if (partial.length <= 8) continue;
+          }
+          if (partial.replace(/\r$/, "").toUpperCase() !== Word.PONG) {
+            log.info(
+              "Dropped parked connection for {name} from {peer}: protocol violation",
+              { name, peer: server.peer },
+            );
+            entry.parked.delete(server);
+            this.#dismiss(server);
+            return true;
+          }
+          partial = "";
+          server.pong?.resolve(true);
+          server.pong = undefined;
+        }
+        return true;
+      }
+      : undefined;
+    server.source.watch(
+      () => {
+        entry.parked.delete(server);
+        this.#dismiss(server);
+        log.debug("Parked connection for {name} from {peer} closed", {
+          name,
+          peer: server.peer,
+        });
+      },
+      true,
+      intercept,
+    );
+    if (server.v2) this.#startBeat();
   }
 
-  async #onClient(conn: Deno.TcpConn): Promise<void> {
-    const peer = formatAddr(conn.remoteAddr);
-    const state = { timedOut: false };
-    const timer = this.#deadline(conn, peer, Word.NOEXIST, state);
-    const reader = new LineReader(conn);
-    let name: string | null;
-    try {
-      await writeAll(conn, line(Word.CLIENT));
-      name = await reader.readLine();
-    } catch (e) {
-      clearTimeout(timer);
-      if (state.timedOut) return;
-      return this.#refuse(conn, peer, (e as Error).message, Word.NOEXIST);
+  /** Probes parked v2 connections every heartbeat; drops those that did not answer. */
+  #startBeat(): void {
+    this.#beat ??= setInterval(() => {
+      let any = false;
+      for (const [name, entry] of this.#names) {
+        for (const w of entry.parked) {
+          if (!w.v2) continue;
+          any = true;
+          if (w.pong) {
+            log.info(
+              "Dropped parked connection for {name} from {peer}: no answer to PING",
+              { name, peer: w.peer },
+            );
+            entry.parked.delete(w);
+            this.#dismiss(w);
+            continue;
+          }
+          w.pong = Promise.withResolvers();
+          writeAll(w.conn, line(Word.PING)).catch(() => {
+            entry.parked.delete(w);
+            this.#dismiss(w);
+          });
+        }
+      }
+      if (!any) {
+        clearInterval(this.#beat);
+        this.#beat = undefined;
+      }
+    }, this.#settings.heartbeat);
+  }
+
+  async #onClient(conn: Conn, peer: string): Promise<void> {
+    const req = await this.#handshake<ClientRequest>(
+      conn,
+      peer,
+      (v2) => v2 ? "ERROR TIMEOUT handshake timed out" : Word.NOEXIST,
+      (state) => readClientRequest(conn, state),
+    );
+    if (!req) return;
+    const { name, v2 } = req, ip = conn.remoteAddr.hostname;
+    const key = this.#settings.owners?.get(name)?.clientKey;
+    if (key) {
+      if (this.#guard.blocked(ip)) {
+        return this.#refuse(
+          conn,
+          peer,
+          "too many failed proofs",
+          v2
+            ? "ERROR RATE too many failed proofs; try again later"
+            : Word.NOEXIST,
+          name,
+        );
+      }
+      // A private name without the right key looks exactly like no name.
+      if (!this.#proved(ip, key, "CLIENT", name, v2)) {
+        return this.#refuse(
+          conn,
+          peer,
+          "private name, no valid key",
+          Word.NOEXIST,
+          name,
+        );
+      }
     }
-    clearTimeout(timer);
-    if (name === null) {
-      this.#handshaking.delete(conn);
-      return closeQuietly(conn);
-    }
-    const problem = nameProblem(name);
-    if (problem) return this.#refuse(conn, peer, problem, Word.NOEXIST);
-    const entry = this.#names.get(name);
+    const entry = this.#entry(name, false);
     if (!entry) {
       return this.#refuse(conn, peer, "no such name", Word.NOEXIST, name);
     }
-    this.#handshaking.delete(conn);
-    const client = {
+    const client: Waiter = {
       conn,
-      source: new Source(conn, reader.rest()),
+      source: new Source(conn, req.rest),
       peer,
       dead: false,
     };
@@ -334,37 +501,48 @@ export class Rendezvous {
       );
     }, this.#settings.wait);
     client.source.watch(() => {
-      client.dead = true;
-      clearTimeout(client.timer);
       entry.waiting.delete(client);
-      closeQuietly(client.conn);
+      this.#dismiss(client);
     }, false);
   }
 
   /** Pairs `client` with `server`, or with the next live parked one. */
   async #pair(name: string, entry: Entry, server: Waiter, client: Waiter) {
     for (let s: Waiter | undefined = server; s; s = oldest(entry.parked)) {
+      // A PING is out: its PONG must not reach the client as data.
+      if (s.pong && !(await this.#pongOrTimeout(s))) this.#dismiss(s);
       if (s.dead) continue;
       try {
         await writeAll(s.conn, line(Word.CONNECTED));
       } catch {
-        closeQuietly(s.conn);
+        this.#dismiss(s);
         continue;
       }
       try {
         await writeAll(client.conn, line(Word.CONNECTED));
       } catch {
-        closeQuietly(s.conn);
-        closeQuietly(client.conn);
+        this.#dismiss(s);
+        this.#dismiss(client);
         return;
       }
       return this.#relay(name, s, client);
     }
-    if (client.dead) return;
-    this.#wait(name, entry, client);
+    if (!client.dead) this.#wait(name, entry, client);
+  }
+
+  #pongOrTimeout(s: Waiter): Promise<boolean> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return Promise.race([
+      s.pong!.promise,
+      new Promise<boolean>((r) =>
+        timer = setTimeout(() => r(false), this.#settings.heartbeat)
+      ),
+    ]).finally(() => clearTimeout(timer));
   }
 
   #relay(name: string, server: Waiter, client: Waiter): void {
+    this.#guard.release(server.conn);
+    this.#guard.release(client.conn);
     this.#pairings++;
     log.info("Paired {name}: client {client} with server {server}", {
       name,
@@ -380,6 +558,7 @@ export class Rendezvous {
         aToB: (n) => this.#c2s += n,
         bToA: (n) => this.#s2c += n,
       },
+      this.#settings.dataPath,
     );
     this.#pairs.set(done, [client.conn, server.conn]);
     done.then(() => {
@@ -391,18 +570,14 @@ export class Rendezvous {
   async shutdown(): Promise<void> {
     if (this.#stop.signal.aborted) return this.finished;
     this.#stop.abort();
+    clearInterval(this.#beat);
     this.#listeners.forEach(closeQuietly);
-    for (const c of this.#handshaking) closeQuietly(c);
-    this.#handshaking.clear();
     for (const entry of this.#names.values()) {
-      for (const w of [...entry.parked, ...entry.waiting]) {
-        w.dead = true;
-        clearTimeout(w.timer);
-        closeQuietly(w.conn);
-      }
+      for (const w of [...entry.parked, ...entry.waiting]) this.#dismiss(w);
       entry.parked.clear();
       entry.waiting.clear();
     }
+    for (const c of this.#guard.conns()) this.#drop(c as Conn);
     const pairs = Promise.all(this.#pairs.keys());
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((r) =>

@@ -22,7 +22,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { type HelperOptions, withRelay } from "./_dial.ts";
+import { type HelperOptions, type RelayConn, withRelay } from "./_dial.ts";
+import { proof } from "./_auth.ts";
 import { formatAddr, parseHostPort, Word } from "./_protocol.ts";
 import { pipePair, sink, Source } from "./_pipe.ts";
 import { acceptAll } from "./_accept.ts";
@@ -32,12 +33,20 @@ import {
   runMain,
   setupLogging,
   stopSignal,
+  TLS_OPTIONS,
+  tlsOptions,
   UsageError,
 } from "./_cli.ts";
 
-export type { HelperOptions } from "./_dial.ts";
+export type { HelperOptions, RelayConn } from "./_dial.ts";
 
 const log = getLogger(["tcp-relay", "client"]);
+
+/** Options of {@linkcode connect}. */
+export interface ClientOptions extends HelperOptions {
+  /** The clients' key of a private name (protocol v2). */
+  key?: string;
+}
 
 /**
  * Asks the relay for `name` and resolves with the paired connection (with
@@ -55,13 +64,19 @@ const log = getLogger(["tcp-relay", "client"]);
  * console.log(await new Response(conn.readable).text());
  * ```
  */
-export function connect(options: HelperOptions): Promise<Deno.TcpConn> {
+export function connect<O extends ClientOptions>(
+  options: O,
+): Promise<RelayConn<O>> {
   return withRelay(options, "client", async (s) => {
-    await s.expect(Word.CLIENT);
-    await s.write(options.name);
+    const { name, key } = options;
+    await s.write(
+      s.nonce !== undefined && key
+        ? `${name} ${proof(key, s.nonce, "CLIENT", name)}`
+        : name,
+    );
     await s.expect(Word.CONNECTED);
-    s.conn.setNoDelay(true);
-    return s.conn;
+    if ("setNoDelay" in s.conn) s.conn.setNoDelay(true);
+    return s.conn as RelayConn<O>;
   });
 }
 
@@ -76,13 +91,17 @@ Options:
                           (host default 127.0.0.1) to the server
   --stdio                 connect once and pipe stdin/stdout, for example
                           ssh -o ProxyCommand="... --name %h --stdio" user@NAME
+  --key KEY               the clients' key of a private name (protocol v2);
+                          or set TCP_RELAY_KEY, which ps does not show
+  --tls                   reach the relay over TLS
+  --ca FILE               trust this certificate (PEM) for TLS
   --log-level LEVEL       trace, debug, info, warning, error (default info)
   --log-format FORMAT     text or json (default text)
   -h, --help              show this help
   -V, --version           show the version`;
 
-async function stdio(relay: string, name: string): Promise<number> {
-  const conn = await connect({ relay, name });
+async function stdio(options: ClientOptions): Promise<number> {
+  const conn = await connect(options);
   const stdout = {
     write: (p: Uint8Array) => Deno.stdout.write(p),
     closeWrite: () => Promise.resolve(),
@@ -93,7 +112,8 @@ async function stdio(relay: string, name: string): Promise<number> {
   return 0;
 }
 
-async function forward(relay: string, name: string, at: string): Promise<void> {
+async function forward(options: ClientOptions, at: string): Promise<void> {
+  const { relay, name } = options;
   let addr: { hostname: string; port: number };
   try {
     addr = parseHostPort(/^\d+$/.test(at) ? `127.0.0.1:${at}` : at);
@@ -109,7 +129,7 @@ async function forward(relay: string, name: string, at: string): Promise<void> {
     relay,
   });
   await acceptAll(listener, (local) => {
-    connect({ relay, name, signal }).then(
+    connect({ ...options, signal }).then(
       (remote) =>
         pipePair(local, new Source(local), remote, new Source(remote)),
       (e) => {
@@ -127,6 +147,8 @@ async function main(): Promise<never> {
     name: { type: "string" },
     listen: { type: "string" },
     stdio: { type: "boolean", default: false },
+    key: { type: "string" },
+    ...TLS_OPTIONS,
   } as const;
   return await runMain(
     USAGE,
@@ -143,9 +165,14 @@ async function main(): Promise<never> {
         throw new UsageError("Give one of --listen or --stdio");
       }
       await setupLogging(v["log-level"] as string, v["log-format"] as string);
-      const [relay, name] = [v.relay as string, v.name as string];
-      if (v.stdio) return await stdio(relay, name);
-      await forward(relay, name, v.listen as string);
+      const options: ClientOptions = {
+        relay: v.relay as string,
+        name: v.name as string,
+        key: (v.key as string | undefined) ?? Deno.env.get("TCP_RELAY_KEY"),
+        ...tlsOptions(v),
+      };
+      if (v.stdio) return await stdio(options);
+      await forward(options, v.listen as string);
     },
   );
 }

@@ -28,12 +28,17 @@ export {
   type HelperOptions,
   listen,
   type ListenOptions,
+  type RelayConn,
   RelayListener,
   release,
   reserve,
+  type ReserveResult,
+  type ServerOptions,
 } from "./server.ts";
-export { connect } from "./client.ts";
+export { type ClientOptions, connect } from "./client.ts";
 export {
+  type Limits,
+  type NameOwners,
   type Relay,
   type RelayOptions,
   type RelayStats,

@@ -5,6 +5,7 @@
  *
  * ```sh
  * deno run -A jsr:@x/tcp-relay/relay --server-port 8010 --client-port 9010
+ * deno run -A jsr:@x/tcp-relay/relay names add home-ssh --data /var/lib/tcp-relay
  * ```
  *
  * Run `deno run -A jsr:@x/tcp-relay/relay --help` for every flag.
@@ -25,22 +26,24 @@ import {
   DEFAULT_CLIENT_PORT,
   DEFAULT_DRAIN_TIMEOUT,
   DEFAULT_HANDSHAKE_TIMEOUT,
+  DEFAULT_HEARTBEAT,
   DEFAULT_SERVER_PORT,
   DEFAULT_WAIT,
 } from "./_protocol.ts";
-import { type RelayStats, Rendezvous } from "./_rendezvous.ts";
 import {
-  COMMON_OPTIONS,
-  integer,
-  parseFlags,
-  runMain,
-  seconds,
-  setupLogging,
-  stopSignal,
-  UsageError,
-} from "./_cli.ts";
+  type Conn,
+  type NameOwners,
+  type RelayStats,
+  Rendezvous,
+} from "./_rendezvous.ts";
+import { DEFAULT_LIMITS, type Limits } from "./_guard.ts";
+import { newSecret } from "./_auth.ts";
+import { parseRelayFlags, RELAY_USAGE, runNames } from "./_relay_cli.ts";
+import { runMain, setupLogging, stopSignal } from "./_cli.ts";
+import { NameStore } from "./_store.ts";
 
-export type { RelayStats } from "./_rendezvous.ts";
+export type { NameOwners, RelayStats } from "./_rendezvous.ts";
+export type { Limits } from "./_guard.ts";
 
 /** Options of {@linkcode serveRelay}. */
 export interface RelayOptions {
@@ -56,6 +59,22 @@ export interface RelayOptions {
   handshakeTimeout?: number;
   /** How long active pairs may finish after a shutdown starts, in ms. Default `10000`. */
   drainTimeout?: number;
+  /** How often parked v2 connections are probed (`PING`), in ms. Default `15000`. */
+  heartbeat?: number;
+  /** Serve both ports over TLS with this certificate and key (PEM). Default: plain TCP. */
+  tls?: { cert: string; key: string };
+  /**
+   * Owned and private names (for example a credentials store). Default: no
+   * owned names, except those made by `openRegistration`.
+   */
+  names?: NameOwners;
+  /**
+   * Let the first v2 `RESERVE` of a free name become its owner (the secret is
+   * answered once). Default `false`.
+   */
+  openRegistration?: boolean;
+  /** Limits against a single host exhausting the relay. Defaults in {@linkcode Limits}. */
+  limits?: Partial<Limits>;
   /**
    * How bytes are copied: `"loop"`, a read/write loop per direction, or
    * `"streams"`, `readable.pipeTo(writable)` over streams of our own (kept
@@ -104,6 +123,22 @@ function checkMs(name: string, value: number | undefined, fallback: number) {
   return value;
 }
 
+/** Owners kept in memory: open registration without a credentials store. */
+class MemoryOwners implements NameOwners {
+  #owners = new Map<string, { secret: string }>();
+  get(name: string) {
+    return this.#owners.get(name);
+  }
+  add(name: string) {
+    if (this.#owners.has(name)) {
+      return Promise.reject(new RangeError(`Name ${name} exists`));
+    }
+    const owner = { secret: newSecret() };
+    this.#owners.set(name, owner);
+    return Promise.resolve(owner);
+  }
+}
+
 /**
  * Starts a relay: listens on the server and client ports at once (so their
  * addresses are known on return) and serves until shut down.
@@ -120,38 +155,49 @@ function checkMs(name: string, value: number | undefined, fallback: number) {
  */
 export function serveRelay(options: RelayOptions = {}): Relay {
   const hostname = options.hostname ?? "0.0.0.0";
-  const serverListener = Deno.listen({
-    hostname,
-    port: options.serverPort ?? DEFAULT_SERVER_PORT,
-  });
-  let clientListener: Deno.TcpListener;
+  const listen = (port: number): Deno.Listener<Conn> =>
+    options.tls
+      ? Deno.listenTls({ hostname, port, ...options.tls })
+      : Deno.listen({ hostname, port });
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  for (const [k, v] of Object.entries(limits)) {
+    if (!Number.isInteger(v) || v < 1) {
+      throw new RangeError(`limits.${k} must be a whole number >= 1, not ${v}`);
+    }
+  }
+  const settings = {
+    wait: checkMs("wait", options.wait, DEFAULT_WAIT),
+    handshakeTimeout: checkMs(
+      "handshakeTimeout",
+      options.handshakeTimeout,
+      DEFAULT_HANDSHAKE_TIMEOUT,
+    ),
+    drainTimeout: checkMs(
+      "drainTimeout",
+      options.drainTimeout,
+      DEFAULT_DRAIN_TIMEOUT,
+    ),
+    heartbeat: Math.max(
+      1,
+      checkMs("heartbeat", options.heartbeat, DEFAULT_HEARTBEAT),
+    ),
+    dataPath: options.dataPath === "streams"
+      ? "streams" as const
+      : "loop" as const,
+    limits,
+    owners: options.names ??
+      (options.openRegistration ? new MemoryOwners() : undefined),
+    openRegistration: !!options.openRegistration,
+  };
+  const serverListener = listen(options.serverPort ?? DEFAULT_SERVER_PORT);
+  let clientListener: Deno.Listener<Conn>;
   try {
-    clientListener = Deno.listen({
-      hostname,
-      port: options.clientPort ?? DEFAULT_CLIENT_PORT,
-    });
+    clientListener = listen(options.clientPort ?? DEFAULT_CLIENT_PORT);
   } catch (e) {
     serverListener.close();
     throw e;
   }
-  const core = new Rendezvous(
-    {
-      wait: checkMs("wait", options.wait, DEFAULT_WAIT),
-      handshakeTimeout: checkMs(
-        "handshakeTimeout",
-        options.handshakeTimeout,
-        DEFAULT_HANDSHAKE_TIMEOUT,
-      ),
-      drainTimeout: checkMs(
-        "drainTimeout",
-        options.drainTimeout,
-        DEFAULT_DRAIN_TIMEOUT,
-      ),
-      dataPath: options.dataPath === "streams" ? "streams" : "loop",
-    },
-    serverListener,
-    clientListener,
-  );
+  const core = new Rendezvous(settings, serverListener, clientListener);
   const shutdown = () => core.shutdown();
   options.signal?.addEventListener("abort", shutdown, { once: true });
   if (options.signal?.aborted) shutdown();
@@ -159,8 +205,8 @@ export function serveRelay(options: RelayOptions = {}): Relay {
     options.signal?.removeEventListener("abort", shutdown)
   );
   return {
-    serverAddr: serverListener.addr,
-    clientAddr: clientListener.addr,
+    serverAddr: serverListener.addr as Deno.NetAddr,
+    clientAddr: clientListener.addr as Deno.NetAddr,
     finished: core.finished,
     stats: () => core.stats(),
     shutdown,
@@ -168,88 +214,51 @@ export function serveRelay(options: RelayOptions = {}): Relay {
   };
 }
 
-const USAGE = `tcp-relay: pairs servers behind NAT with their clients
-
-Usage: deno run -A jsr:@x/tcp-relay/relay [options]
-
-Options:
-  --host HOST               address to listen on (default 0.0.0.0)
-  --server-port PORT        port for servers (default ${DEFAULT_SERVER_PORT})
-  --client-port PORT        port for clients (default ${DEFAULT_CLIENT_PORT})
-  --wait SECONDS            how long a client waits for a server of a
-                            reserved name before OFFLINE (default ${
-  DEFAULT_WAIT / 1000
-})
-  --handshake-timeout SECONDS
-                            time allowed for a handshake (default ${
-  DEFAULT_HANDSHAKE_TIMEOUT / 1000
-})
-  --drain-timeout SECONDS   on SIGINT/SIGTERM, time active pairs get to
-                            finish (default ${DEFAULT_DRAIN_TIMEOUT / 1000})
-  --data-path loop|streams  how bytes are copied: read/write loops (default)
-                            or pipeTo over Web Streams (for benchmarks)
-  --log-level LEVEL         trace, debug, info, warning, error (default info)
-  --log-format FORMAT       text or json (default text)
-  -h, --help                show this help
-  -V, --version             show the version`;
-
-function dataPath(value: string): "loop" | "streams" {
-  if (value === "loop" || value === "streams") return value;
-  throw new UsageError(`--data-path takes loop or streams, not "${value}"`);
-}
-
 async function main(): Promise<never> {
-  const options = {
-    ...COMMON_OPTIONS,
-    host: { type: "string", default: "0.0.0.0" },
-    "server-port": { type: "string", default: String(DEFAULT_SERVER_PORT) },
-    "client-port": { type: "string", default: String(DEFAULT_CLIENT_PORT) },
-    wait: { type: "string", default: String(DEFAULT_WAIT / 1000) },
-    "handshake-timeout": {
-      type: "string",
-      default: String(DEFAULT_HANDSHAKE_TIMEOUT / 1000),
-    },
-    "drain-timeout": {
-      type: "string",
-      default: String(DEFAULT_DRAIN_TIMEOUT / 1000),
-    },
-    "data-path": { type: "string", default: "loop" },
-  } as const;
+  if (Deno.args[0] === "names") return await runNames(Deno.args.slice(1));
   return await runMain(
-    USAGE,
-    () => parseFlags(Deno.args, options),
+    RELAY_USAGE,
+    () => parseRelayFlags(Deno.args),
     async (v) => {
-      const relayOptions: RelayOptions = {
-        hostname: v.host as string,
-        serverPort: integer(
-          "server-port",
-          v["server-port"] as string,
-          0,
-          65535,
-        ),
-        clientPort: integer(
-          "client-port",
-          v["client-port"] as string,
-          0,
-          65535,
-        ),
-        wait: seconds("wait", v.wait as string),
-        handshakeTimeout: seconds(
-          "handshake-timeout",
-          v["handshake-timeout"] as string,
-        ),
-        drainTimeout: seconds("drain-timeout", v["drain-timeout"] as string),
-        dataPath: dataPath(v["data-path"] as string),
-        signal: stopSignal(),
+      const options = v as unknown as RelayOptions & {
+        data?: string;
+        logLevel: string;
+        logFormat: string;
       };
-      await setupLogging(v["log-level"] as string, v["log-format"] as string);
+      await setupLogging(options.logLevel, options.logFormat);
       const log = getLogger(["tcp-relay", "relay"]);
-      const relay = serveRelay(relayOptions);
+      let store: NameStore | undefined;
+      if (options.data) {
+        store = await NameStore.open(options.data);
+        options.names = store;
+        log.info("Credentials from {path}: {count} owned names", {
+          path: store.path,
+          count: store.names().length,
+        });
+      }
+      const signal = stopSignal();
+      const relay = serveRelay({ ...options, signal });
+      using _watch = store?.watch(() =>
+        log.info("Credentials reloaded from {path}", { path: store!.path })
+      );
+      const hup = () =>
+        store?.reload().then(
+          () => log.info("Credentials reloaded"),
+          (e) =>
+            log.error("Cannot reload credentials: {error}", {
+              error: String(e),
+            }),
+        );
+      if (store) {
+        Deno.addSignalListener("SIGHUP", hup);
+      }
       log.info("Relay listening: servers on {server}, clients on {client}", {
         server: `${relay.serverAddr.hostname}:${relay.serverAddr.port}`,
         client: `${relay.clientAddr.hostname}:${relay.clientAddr.port}`,
+        tls: !!options.tls,
       });
       await relay.finished;
+      if (store) Deno.removeSignalListener("SIGHUP", hup);
       log.info("Relay stopped");
     },
   );

@@ -25,10 +25,18 @@ import {
   checkOptions,
   type HelperOptions,
   refusal,
+  type RelayConn,
+  type Session,
   withRelay,
 } from "./_dial.ts";
+import { proof } from "./_auth.ts";
 import { RelayError } from "./_errors.ts";
-import { formatAddr, parseHostPort, Word } from "./_protocol.ts";
+import {
+  DEFAULT_HEARTBEAT,
+  formatAddr,
+  parseHostPort,
+  Word,
+} from "./_protocol.ts";
 import { pipePair, Source } from "./_pipe.ts";
 import {
   COMMON_OPTIONS,
@@ -37,18 +45,45 @@ import {
   runMain,
   setupLogging,
   stopSignal,
+  TLS_OPTIONS,
+  tlsOptions,
   UsageError,
 } from "./_cli.ts";
 
-export type { HelperOptions } from "./_dial.ts";
+export type { HelperOptions, RelayConn } from "./_dial.ts";
 
 const log = getLogger(["tcp-relay", "server"]);
+
+/** Options of the server's helpers. */
+export interface ServerOptions extends HelperOptions {
+  /**
+   * The owner's secret of an owned name (protocol v2): proves, without
+   * sending it, that this server may use the name.
+   */
+  secret?: string;
+}
+
+/** What {@linkcode reserve} learned. */
+export interface ReserveResult {
+  /** The owner's secret, when the relay's open registration made the caller the name's owner. */
+  secret?: string;
+}
+
+/** `COMMAND name [proof]`: a v2 request line. */
+function request(s: Session, command: string, options: ServerOptions): string {
+  const { name, secret } = options;
+  return secret
+    ? `${command} ${name} ${proof(secret, s.nonce!, command, name)}`
+    : `${command} ${name}`;
+}
 
 /**
  * Offers `name` at the relay and waits until a client asks for it: one
  * connection per call, as the seed's `server.accept`. The name is reserved if
- * it was not. The connection has `setNoDelay(true)`; every byte read from it
- * is the client's.
+ * it was not. Under protocol v2 the relay acknowledges the parking and probes
+ * it (`PING`); a relay silent for two of its heartbeats fails the call with
+ * `TIMEOUT`. A TCP connection has `setNoDelay(true)`; every byte read from
+ * it is the client's.
  *
  * @example Taking one client
  * ```ts
@@ -58,52 +93,80 @@ const log = getLogger(["tcp-relay", "server"]);
  * await conn.readable.pipeTo(conn.writable);
  * ```
  */
-export function accept(options: HelperOptions): Promise<Deno.TcpConn> {
+export function accept<O extends ServerOptions>(
+  options: O,
+): Promise<RelayConn<O>> {
   return withRelay(options, "server", async (s) => {
-    await s.expect(Word.SERVER);
-    await s.write(Word.CONNECT, options.name);
-    s.untimed();
-    await s.expect(Word.CONNECTED);
-    s.conn.setNoDelay(true);
-    return s.conn;
+    if (s.nonce === undefined) {
+      await s.write(Word.CONNECT, options.name);
+      s.deadline();
+      await s.expect(Word.CONNECTED);
+    } else {
+      await s.write(request(s, Word.CONNECT, options));
+      const parked = await s.read();
+      const m = /^PARKED(?: (\d+(?:\.\d+)?))?$/i.exec(parked);
+      if (!m) throw refusal(parked, s.where, options.name);
+      const beat = (Number(m[1]) || DEFAULT_HEARTBEAT / 1000) * 1000;
+      for (;;) {
+        s.deadline(2 * beat + 5000);
+        const got = await s.read();
+        if (got.toUpperCase() === Word.CONNECTED) break;
+        if (got.toUpperCase() !== Word.PING) {
+          throw refusal(got, s.where, options.name);
+        }
+        await s.write(Word.PONG);
+      }
+      s.deadline();
+    }
+    if ("setNoDelay" in s.conn) s.conn.setNoDelay(true);
+    return s.conn as RelayConn<O>;
   });
 }
 
-async function command(options: HelperOptions, word: string): Promise<void> {
-  await withRelay(options, "server", async (s) => {
-    await s.expect(Word.SERVER);
-    await s.write(word, options.name);
+async function command(options: ServerOptions, word: string): Promise<string> {
+  return await withRelay(options, "server", async (s) => {
+    await s.write(
+      s.nonce === undefined
+        ? `${word}\n${options.name}`
+        : request(s, word, options),
+    );
     // The seed's relay answers nothing on success and closes.
     const reply = await s.read().catch((e) => {
       if (e instanceof RelayError && e.code === "CLOSED") return Word.OK;
       throw e;
     });
     s.conn.close();
-    if (reply.toUpperCase() !== Word.OK) {
-      throw refusal(reply, options.relay, options.name);
+    const [ok, secret] = reply.split(" ");
+    if (ok.toUpperCase() !== Word.OK) {
+      throw refusal(reply, s.where, options.name);
     }
+    return secret;
   });
 }
 
 /**
  * Reserves `name` at the relay, so that clients asking for it wait for a
  * server instead of hearing `NOEXIST`. Rejects with a `USED` {@linkcode RelayError}
- * if it is reserved already.
+ * if it is reserved already. Where the relay allows open registration, the
+ * first reservation makes the caller the name's owner: keep the `secret` it
+ * resolves with (it is sent only once) and pass it to the other helpers.
  *
- * @example Reserving a name once
+ * @example Reserving a name, and owning it where the relay allows
  * ```ts
  * import { reserve } from "jsr:@x/tcp-relay";
  *
- * await reserve({ relay: "relay.example.com", name: "home-ssh" });
+ * const { secret } = await reserve({ relay: "relay.example.com", name: "home-ssh" });
+ * if (secret) console.log("keep this secret:", secret);
  * ```
  */
-export function reserve(options: HelperOptions): Promise<void> {
-  return command(options, Word.RESERVE);
+export async function reserve(options: ServerOptions): Promise<ReserveResult> {
+  const secret = await command(options, Word.RESERVE);
+  return secret ? { secret } : {};
 }
 
 /**
  * Releases `name` at the relay: its waiting connections are closed and
- * clients hear `NOEXIST` again.
+ * clients hear `NOEXIST` again (an owned name stays owned).
  *
  * @example Giving a name back
  * ```ts
@@ -112,12 +175,12 @@ export function reserve(options: HelperOptions): Promise<void> {
  * await release({ relay: "relay.example.com", name: "home-ssh" });
  * ```
  */
-export function release(options: HelperOptions): Promise<void> {
-  return command(options, Word.RELEASE);
+export async function release(options: ServerOptions): Promise<void> {
+  await command(options, Word.RELEASE);
 }
 
 /** Options of {@linkcode listen}. */
-export interface ListenOptions extends HelperOptions {
+export interface ListenOptions extends ServerOptions {
   /** Connections kept waiting at the relay. Default `2`. */
   pool?: number;
   /** First pause before reconnecting to a relay that is away, in ms. Default `100`. */
@@ -145,7 +208,9 @@ import { RelayListener } from "./_listener.ts";
  * }
  * ```
  */
-export function listen(options: ListenOptions): RelayListener {
+export function listen<O extends ListenOptions>(
+  options: O,
+): RelayListener<RelayConn<O>> {
   checkOptions(options);
   const pool = options.pool ?? 2;
   if (!Number.isInteger(pool) || pool < 1 || pool > 1000) {
@@ -153,7 +218,10 @@ export function listen(options: ListenOptions): RelayListener {
       `options.pool must be a whole number from 1 to 1000, not ${pool}`,
     );
   }
-  return new RelayListener({ ...options, pool }, accept);
+  return new RelayListener<RelayConn<O>>(
+    { ...options, pool },
+    (o) => accept(o) as Promise<RelayConn<O>>,
+  );
 }
 
 const USAGE = `tcp-relay server: exposes a local TCP service through a relay
@@ -165,6 +233,10 @@ Options:
   --name NAME           the name clients ask for
   --to HOST:PORT        the local service each client is connected to
   --pool N              connections kept waiting at the relay (default 2)
+  --secret SECRET       the owner's secret of an owned name (protocol v2);
+                        or set TCP_RELAY_SECRET, which ps does not show
+  --tls                 reach the relay over TLS
+  --ca FILE             trust this certificate (PEM) for TLS
   --log-level LEVEL     trace, debug, info, warning, error (default info)
   --log-format FORMAT   text or json (default text)
   -h, --help            show this help
@@ -177,6 +249,8 @@ async function main(): Promise<never> {
     name: { type: "string" },
     to: { type: "string" },
     pool: { type: "string", default: "2" },
+    secret: { type: "string" },
+    ...TLS_OPTIONS,
   } as const;
   return await runMain(
     USAGE,
@@ -202,6 +276,9 @@ async function main(): Promise<never> {
         relay: v.relay as string,
         name,
         pool,
+        secret: (v.secret as string | undefined) ??
+          Deno.env.get("TCP_RELAY_SECRET"),
+        ...tlsOptions(v),
         signal: stopSignal(),
       });
       log.info("Offering {name} at {relay}, forwarding to {to}", {

@@ -8,84 +8,12 @@ import {
 } from "node:assert/strict";
 import { accept, connect, RelayError, reserve } from "../mod.ts";
 import { bytes, readAll, readExactly, startRelay, text } from "./_helpers.ts";
+import { Proc } from "./_proc.ts";
 
 const ROOT = new URL("..", import.meta.url);
 const VERSION: string = JSON.parse(
   Deno.readTextFileSync(new URL("deno.json", ROOT)),
 ).version;
-
-/** A child process whose stdout and stderr are collected as text. */
-class Proc implements AsyncDisposable {
-  readonly child: Deno.ChildProcess;
-  out = "";
-  err = "";
-  #pumps: Promise<void>[];
-  #stdin?: WritableStreamDefaultWriter<Uint8Array>;
-
-  constructor(script: string, args: string[], stdin = false) {
-    this.child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", script, ...args],
-      cwd: ROOT,
-      stdin: stdin ? "piped" : "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
-    if (stdin) this.#stdin = this.child.stdin.getWriter();
-    const pump = async (
-      s: ReadableStream<Uint8Array>,
-      on: (t: string) => void,
-    ) => {
-      for await (const t of s.pipeThrough(new TextDecoderStream())) on(t);
-    };
-    this.#pumps = [
-      pump(this.child.stdout, (t) => this.out += t),
-      pump(this.child.stderr, (t) => this.err += t),
-    ];
-  }
-
-  /** Waits until stderr matches `re`; fails with what stderr held. */
-  async waitErr(re: RegExp, ms = 10_000): Promise<void> {
-    const end = Date.now() + ms;
-    while (!re.test(this.err)) {
-      if (Date.now() > end) throw new Error(`no ${re} in stderr:\n${this.err}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  }
-
-  write(s: string): Promise<void> {
-    return this.#stdin!.write(bytes(s));
-  }
-
-  async closeStdin(): Promise<void> {
-    try {
-      await this.#stdin?.close();
-    } catch {
-      // closed already, or the process is gone
-    }
-  }
-
-  kill(signal: Deno.Signal = "SIGTERM"): void {
-    try {
-      this.child.kill(signal);
-    } catch {
-      // exited already
-    }
-  }
-
-  /** The exit status, once stdout and stderr are fully read. */
-  async status(): Promise<Deno.CommandStatus> {
-    const status = await this.child.status;
-    await Promise.all(this.#pumps);
-    return status;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.kill("SIGKILL");
-    await this.closeStdin();
-    await this.status();
-  }
-}
 
 /** Runs `script args` to the end (killed after 20 s, so a wrong start cannot hang the test). */
 async function run(script: string, ...args: string[]) {
@@ -108,10 +36,10 @@ function freePort(): number {
   return port;
 }
 
-/** relay.ts on fixed free ports, once it logs that it listens. */
+/** relay.ts on fixed free ports, once it logs that it listens; disposing of it kills it. */
 async function relayProc(...extra: string[]) {
   const [server, client] = [freePort(), freePort()];
-  const proc = new Proc("relay.ts", [
+  const proc = Proc.deno("relay.ts", [
     "--host=127.0.0.1",
     `--server-port=${server}`,
     `--client-port=${client}`,
@@ -123,7 +51,24 @@ async function relayProc(...extra: string[]) {
     server: `127.0.0.1:${server}`,
     client: `127.0.0.1:${client}`,
     clientPort: client,
+    [Symbol.asyncDispose]: () => proc[Symbol.asyncDispose](),
   };
+}
+
+/** The lines of `proc`'s stderr that match `re`. */
+function logLines(proc: Proc, re: RegExp): string[] {
+  return proc.err.split("\n").filter((l) => re.test(l));
+}
+
+/** server.ts serving `name` at `relay` for the local service at `to`. */
+function serverTs(relay: string, name: string, to: string): Proc {
+  return Proc.deno("server.ts", ["--relay", relay, "--name", name, "--to", to]);
+}
+
+/** client.ts for `name` at `relay`, in `mode` (stdin piped for `--stdio`). */
+function clientTs(relay: string, name: string, ...mode: string[]): Proc {
+  const args = ["--relay", relay, "--name", name, ...mode];
+  return Proc.deno("client.ts", args, mode.includes("--stdio"));
 }
 
 /** A server and a client paired through `relay` under `name`. */
@@ -132,6 +77,34 @@ async function pair(relay: { server: string; client: string }, name: string) {
   const served = accept({ relay: relay.server, name });
   const c = await connect({ relay: relay.client, name });
   return { s: await served, c };
+}
+
+/** Writes `msg` on `from`; `to` reads exactly that much, and it is `msg`. */
+async function send(from: Deno.Conn, to: Deno.Conn, msg: string) {
+  const data = bytes(msg);
+  await from.write(data);
+  assertEquals(text(await readExactly(to, data.length)), msg);
+}
+
+/** Writes `msg` on `from` and half-closes it; `to` reads `msg`, then EOF. */
+async function sendAndClose(from: Deno.Conn, to: Deno.Conn, msg: string) {
+  await from.write(bytes(msg));
+  await from.closeWrite();
+  assertEquals(text(await readAll(to)), msg);
+}
+
+/** Waits until nothing accepts connections on `port` any more. */
+async function untilRefused(port: number, what: string) {
+  for (const end = Date.now() + 10_000;;) {
+    ok(Date.now() < end, what);
+    try {
+      const probe = await Deno.connect({ hostname: "127.0.0.1", port });
+      probe.close();
+      await new Promise((r) => setTimeout(r, 10));
+    } catch {
+      return;
+    }
+  }
 }
 
 /** A local service: reads to EOF, then answers "echo:" + what it read. */
@@ -201,32 +174,23 @@ Deno.test("relay.ts exits 2 on a bad flag value and names the flag", async () =>
 });
 
 Deno.test("relay process pairs a server with a client and logs the pairing with the name", async () => {
-  const relay = await relayProc();
-  await using _proc = relay.proc;
+  await using relay = await relayProc();
   const { s, c } = await pair(relay, "cli-pair");
   using _s = s, _c = c;
-  await c.write(bytes("ping"));
-  await c.closeWrite();
-  assertEquals(text(await readAll(s)), "ping");
-  await s.write(bytes("pong"));
-  await s.closeWrite();
-  assertEquals(text(await readAll(c)), "pong");
+  await sendAndClose(c, s, "ping");
+  await sendAndClose(s, c, "pong");
   await relay.proc.waitErr(/Paired.*cli-pair/);
-  assertEquals(
-    relay.proc.err.split("\n").filter((l) => /Paired/.test(l)).length,
-    1,
-  );
+  assertEquals(logLines(relay.proc, /Paired/).length, 1);
 });
 
 Deno.test("relay process logs a refusal on one text line that names the name asked for", async () => {
-  const relay = await relayProc();
-  await using _proc = relay.proc;
+  await using relay = await relayProc();
   await rejects(
     connect({ relay: relay.client, name: "ghost-name" }),
     (e) => e instanceof RelayError && e.code === "NOEXIST",
   );
   await relay.proc.waitErr(/Refused/);
-  const lines = relay.proc.err.split("\n").filter((l) => /Refused/.test(l));
+  const lines = logLines(relay.proc, /Refused/);
   assertEquals(lines.length, 1, relay.proc.err);
   ok(
     lines[0].includes("ghost-name"),
@@ -235,21 +199,17 @@ Deno.test("relay process logs a refusal on one text line that names the name ask
 });
 
 Deno.test("relay --log-format json writes JSON lines; the pairing record carries the name", async () => {
-  const relay = await relayProc("--log-format=json");
-  await using _proc = relay.proc;
+  await using relay = await relayProc("--log-format=json");
   {
     const { s, c } = await pair(relay, "json-pair");
     using _s = s, _c = c;
-    await c.write(bytes("x"));
-    assertEquals(text(await readExactly(s, 1)), "x");
+    await send(c, s, "x");
   }
   await rejects(connect({ relay: relay.client, name: "json-ghost" }));
   await relay.proc.waitErr(/json-ghost/);
   relay.proc.kill("SIGTERM");
   assertEquals((await relay.proc.status()).code, 0);
-  const records = relay.proc.err.split("\n").filter((l) => l.trim()).map((l) =>
-    JSON.parse(l)
-  );
+  const records = logLines(relay.proc, /\S/).map((l) => JSON.parse(l));
   ok(records.length >= 3, relay.proc.err);
   const paired = records.filter((r) =>
     r.properties?.name === "json-pair" && /Paired/.test(r.message)
@@ -265,8 +225,7 @@ Deno.test("relay --log-format json writes JSON lines; the pairing record carries
 
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   Deno.test(`relay process exits 0 on ${signal}`, async () => {
-    const relay = await relayProc();
-    await using _proc = relay.proc;
+    await using relay = await relayProc();
     relay.proc.kill(signal);
     const status = await relay.proc.status();
     assertEquals(status.code, 0, relay.proc.err);
@@ -275,33 +234,18 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
 }
 
 Deno.test("relay process on SIGTERM lets an active pair finish within --drain-timeout, then exits 0", async () => {
-  const relay = await relayProc("--drain-timeout=20");
-  await using _proc = relay.proc;
+  await using relay = await relayProc("--drain-timeout=20");
   const { s, c } = await pair(relay, "draining");
   using _s = s, _c = c;
-  await c.write(bytes("before"));
-  assertEquals(text(await readExactly(s, 6)), "before");
+  await send(c, s, "before");
   relay.proc.kill("SIGTERM");
   // The signal is seen once the client port refuses new connections.
-  for (const end = Date.now() + 10_000;;) {
-    ok(Date.now() < end, "the relay kept accepting after SIGTERM");
-    try {
-      const probe = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: relay.clientPort,
-      });
-      probe.close();
-      await new Promise((r) => setTimeout(r, 10));
-    } catch {
-      break;
-    }
-  }
-  await c.write(bytes("after"));
-  await c.closeWrite();
-  assertEquals(text(await readAll(s)), "after");
-  await s.write(bytes("reply after the signal"));
-  await s.closeWrite();
-  assertEquals(text(await readAll(c)), "reply after the signal");
+  await untilRefused(
+    relay.clientPort,
+    "the relay kept accepting after SIGTERM",
+  );
+  await sendAndClose(c, s, "after");
+  await sendAndClose(s, c, "reply after the signal");
   assertEquals((await relay.proc.status()).code, 0, relay.proc.err);
 });
 
@@ -310,22 +254,8 @@ Deno.test("server.ts and client.ts --listen forward a local service, half-close 
   await using echo = echoService();
   await reserve({ relay: relay.server, name: "fwd" });
   const port = freePort();
-  await using server = new Proc("server.ts", [
-    "--relay",
-    relay.server,
-    "--name",
-    "fwd",
-    "--to",
-    echo.to,
-  ]);
-  await using client = new Proc("client.ts", [
-    "--relay",
-    relay.client,
-    "--name",
-    "fwd",
-    "--listen",
-    String(port),
-  ]);
+  await using server = serverTs(relay.server, "fwd", echo.to);
+  await using client = clientTs(relay.client, "fwd", "--listen", String(port));
   await client.waitErr(/Forwarding/);
   for (const msg of ["first request", "second request"]) {
     using local = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -340,21 +270,8 @@ Deno.test("client.ts --stdio sends stdin to the server and its answer to stdout,
   await using relay = startRelay();
   await using echo = echoService();
   await reserve({ relay: relay.server, name: "stdio" });
-  await using _server = new Proc("server.ts", [
-    "--relay",
-    relay.server,
-    "--name",
-    "stdio",
-    "--to",
-    echo.to,
-  ]);
-  await using client = new Proc("client.ts", [
-    "--relay",
-    relay.client,
-    "--name",
-    "stdio",
-    "--stdio",
-  ], true);
+  await using _server = serverTs(relay.server, "stdio", echo.to);
+  await using client = clientTs(relay.client, "stdio", "--stdio");
   await client.write("request over stdin");
   await client.closeStdin();
   const status = await client.status();

@@ -9,9 +9,9 @@ import {
 } from "node:assert/strict";
 import { accept, connect, RelayError, reserve } from "../mod.ts";
 import { bytes, startRelay, type TestRelay } from "./_helpers.ts";
+import { Proc } from "./_proc.ts";
 import { readLineExact } from "../_protocol.ts";
 
-const ROOT = new URL("..", import.meta.url);
 const FIXTURES = new URL("fixtures/", import.meta.url);
 
 function hasRuby(): boolean {
@@ -33,102 +33,30 @@ if (NO_RUBY) {
   );
 }
 
-/** A child process whose stdout and stderr are collected as text. */
-class Proc implements AsyncDisposable {
-  readonly child: Deno.ChildProcess;
-  out = "";
-  err = "";
-  exited = false;
-  #pumps: Promise<void>[];
-  #stdin?: WritableStreamDefaultWriter<Uint8Array>;
+/** A Ruby stand-in from tests/fixtures/ with `args`, and `env` added. */
+function ruby(
+  fixture: string,
+  args: (string | number)[],
+  env: Record<string, string> = {},
+): Proc {
+  return new Proc("ruby", [
+    new URL(fixture, FIXTURES).pathname,
+    ...args.map(String),
+  ], { env });
+}
 
-  constructor(
-    cmd: string,
-    args: string[],
-    opts: { stdin?: boolean; env?: Record<string, string> } = {},
-  ) {
-    this.child = new Deno.Command(cmd, {
-      args,
-      cwd: ROOT,
-      stdin: opts.stdin ? "piped" : "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1", ...opts.env },
-    }).spawn();
-    this.child.status.then(() => this.exited = true);
-    if (opts.stdin) this.#stdin = this.child.stdin.getWriter();
-    const pump = async (
-      s: ReadableStream<Uint8Array>,
-      on: (t: string) => void,
-    ) => {
-      for await (const t of s.pipeThrough(new TextDecoderStream())) on(t);
-    };
-    this.#pumps = [
-      pump(this.child.stdout, (t) => this.out += t),
-      pump(this.child.stderr, (t) => this.err += t),
-    ];
-  }
-
-  static ruby(
-    fixture: string,
-    args: (string | number)[],
-    env: Record<string, string> = {},
-  ): Proc {
-    return new Proc("ruby", [
-      new URL(fixture, FIXTURES).pathname,
-      ...args.map(String),
-    ], { env });
-  }
-
-  static deno(script: string, args: string[], stdin = false): Proc {
-    return new Proc(Deno.execPath(), ["run", "-A", script, ...args], { stdin });
-  }
-
-  /** Waits until stdout (or stderr) matches `re`; fails with what both held. */
-  async wait(
-    re: RegExp,
-    where: "out" | "err" = "out",
-    ms = 10_000,
-  ): Promise<RegExpMatchArray> {
-    const end = Date.now() + ms;
-    for (;;) {
-      const m = this[where].match(re);
-      if (m) return m;
-      if (Date.now() > end) {
-        throw new Error(`no ${re} in std${where}:\n${this.out}\n${this.err}`);
-      }
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  }
-
-  write(s: string): Promise<void> {
-    return this.#stdin!.write(bytes(s));
-  }
-
-  async closeStdin(): Promise<void> {
-    try {
-      await this.#stdin?.close();
-    } catch {
-      // closed already, or the process is gone
-    }
-  }
-
-  /** The exit status, once stdout and stderr are fully read. */
-  async status(): Promise<Deno.CommandStatus> {
-    const status = await this.child.status;
-    await Promise.all(this.#pumps);
-    return status;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.child.kill("SIGKILL");
-    } catch {
-      // exited already
-    }
-    await this.closeStdin();
-    await this.status();
-  }
+/** seed_server.rb serving `name` through `relay` (run on until stopped). */
+function seedServer(
+  relay: TestRelay,
+  name: string,
+  env: Record<string, string> = {},
+): Proc {
+  return ruby("seed_server.rb", [
+    "127.0.0.1",
+    relay.clientAddr.port,
+    relay.serverAddr.port,
+    name,
+  ], env);
 }
 
 /** seed_client.rb against `relay`, to the end. */
@@ -138,7 +66,7 @@ async function seedClient(
   message: string,
   env: Record<string, string> = {},
 ) {
-  await using p = Proc.ruby("seed_client.rb", [
+  await using p = ruby("seed_client.rb", [
     "127.0.0.1",
     relay.clientAddr.port,
     relay.serverAddr.port,
@@ -149,11 +77,53 @@ async function seedClient(
   return { code, out: p.out, err: p.err };
 }
 
-/** The Ruby seed relay on free ports. */
+/** The Ruby seed relay on free ports; disposing of it kills it. */
 async function seedRelay() {
-  const proc = Proc.ruby("seed_relay.rb", [0, 0]);
+  const proc = ruby("seed_relay.rb", [0, 0]);
   const [, client, server] = await proc.wait(/ready (\d+) (\d+)/);
-  return { proc, client: `127.0.0.1:${client}`, server: `127.0.0.1:${server}` };
+  return {
+    proc,
+    client: `127.0.0.1:${client}`,
+    server: `127.0.0.1:${server}`,
+    [Symbol.asyncDispose]: () => proc[Symbol.asyncDispose](),
+  };
+}
+
+/** A `rejects` check: a RelayError with `code`. */
+function relayError(code: string): (e: unknown) => boolean {
+  return (e) => e instanceof RelayError && e.code === code;
+}
+
+/**
+ * A local line service: answers each line with "echo:" + the line. The seed
+ * relay closes both sides when one ends, so an exchange through it must not
+ * rely on a half-close.
+ */
+function lineService() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const handled: Promise<void>[] = [];
+  const loop = (async () => {
+    for await (const conn of listener) {
+      handled.push(
+        (async () => {
+          using c = conn;
+          for (;;) {
+            const l = await readLineExact(c);
+            if (l === null) return;
+            await c.write(bytes(`echo:${l}\n`));
+          }
+        })().catch(() => {}),
+      );
+    }
+  })();
+  return {
+    to: `127.0.0.1:${listener.addr.port}`,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await loop;
+      await Promise.all(handled);
+    },
+  };
 }
 
 /** Connects, retrying while the seed relay has no server parked yet. */
@@ -181,12 +151,7 @@ const test = (name: string, fn: () => Promise<void>) =>
 
 test("seed's server helper reserves (our relay answers OK) and serves the seed's client, half-close carried", async () => {
   await using relay = startRelay();
-  await using server = Proc.ruby("seed_server.rb", [
-    "127.0.0.1",
-    relay.clientAddr.port,
-    relay.serverAddr.port,
-    "seed-echo",
-  ]);
+  await using server = seedServer(relay, "seed-echo");
   await server.wait(/ready/);
   const client = await seedClient(
     relay,
@@ -203,18 +168,15 @@ test("seed's server helper reserves (our relay answers OK) and serves the seed's
   assertEquals(relay.stats().parked, {});
   await rejects(
     connect({ relay: relay.client, name: "seed-echo" }),
-    (e) => e instanceof RelayError && e.code === "NOEXIST",
+    relayError("NOEXIST"),
   );
 });
 
 test("seed's helpers exchange lines without half-close through our relay", async () => {
   await using relay = startRelay();
-  await using server = Proc.ruby("seed_server.rb", [
-    "127.0.0.1",
-    relay.clientAddr.port,
-    relay.serverAddr.port,
-    "seed-line",
-  ], { SEED_SERVER_LINE: "1" });
+  await using server = seedServer(relay, "seed-line", {
+    SEED_SERVER_LINE: "1",
+  });
   await server.wait(/ready/);
   const client = await seedClient(relay, "seed-line", "one line", {
     SEED_CLIENT_NO_HALF_CLOSE: "1",
@@ -237,12 +199,7 @@ test("seed's client hears NOEXIST for an unknown name and OFFLINE for a reserved
 test("seed's server helper hears USED for a name reserved already", async () => {
   await using relay = startRelay();
   await reserve({ relay: relay.server, name: "taken" });
-  await using server = Proc.ruby("seed_server.rb", [
-    "127.0.0.1",
-    relay.clientAddr.port,
-    relay.serverAddr.port,
-    "taken",
-  ]);
+  await using server = seedServer(relay, "taken");
   assertEquals((await server.status()).code, 1);
   ok(server.err.includes("USED"), server.err);
 });
@@ -250,8 +207,7 @@ test("seed's server helper hears USED for a name reserved already", async () => 
 // --- Our helpers and executables against the seed's relay ---
 
 test("our accept() and connect() pair through the seed relay", async () => {
-  const seed = await seedRelay();
-  await using _seed = seed.proc;
+  await using seed = await seedRelay();
   const served = accept({ relay: seed.server, name: "ours" });
   using c = await connectWhenParked(seed.client, "ours");
   using s = await served;
@@ -262,22 +218,20 @@ test("our accept() and connect() pair through the seed relay", async () => {
 });
 
 test("our reserve() succeeds on the seed relay's silent close, then hears USED", async () => {
-  const seed = await seedRelay();
-  await using _seed = seed.proc;
+  await using seed = await seedRelay();
   await reserve({ relay: seed.server, name: "mine" });
   await rejects(
     reserve({ relay: seed.server, name: "mine" }),
-    (e) => e instanceof RelayError && e.code === "USED",
+    relayError("USED"),
   );
   await rejects(
     connect({ relay: seed.client, name: "mine" }),
-    (e) => e instanceof RelayError && e.code === "OFFLINE",
+    relayError("OFFLINE"),
   );
 });
 
 test("our connect() to an unknown name at the seed relay throws RelayError NOEXIST", async () => {
-  const seed = await seedRelay();
-  await using _seed = seed.proc;
+  await using seed = await seedRelay();
   await rejects(
     connect({ relay: seed.client, name: "unknown" }),
     (e) =>
@@ -287,70 +241,35 @@ test("our connect() to an unknown name at the seed relay throws RelayError NOEXI
 });
 
 test("server.ts and client.ts --stdio exchange lines through the seed relay", async () => {
-  const seed = await seedRelay();
-  await using _seed = seed.proc;
-  // A line service: answers each line; the seed relay closes both sides when
-  // one ends, so the exchange must not rely on a half-close.
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const handled: Promise<void>[] = [];
-  const loop = (async () => {
-    for await (const conn of listener) {
-      handled.push(
-        (async () => {
-          using c = conn;
-          for (;;) {
-            const l = await readLineExact(c);
-            if (l === null) return;
-            await c.write(bytes(`echo:${l}\n`));
-          }
-        })().catch(() => {}),
-      );
-    }
-  })();
-  try {
-    await using server = Proc.deno("server.ts", [
-      "--relay",
-      seed.server,
-      "--name",
-      "lines",
-      "--to",
-      `127.0.0.1:${listener.addr.port}`,
-    ]);
-    // A probe through the seed relay: server.ts is parked and answers.
-    {
-      using probe = await connectWhenParked(seed.client, "lines");
-      await probe.write(bytes("probe\n"));
-      assertEquals(await readLineExact(probe), "echo:probe");
-    }
-    // client.ts may still meet the seed's OFFLINE while server.ts re-parks.
-    const end = Date.now() + 10_000;
-    for (;;) {
-      await using client = Proc.deno("client.ts", [
-        "--relay",
-        seed.client,
-        "--name",
-        "lines",
-        "--stdio",
-      ], true);
-      await client.write("over stdio\n").catch(() => {});
-      while (!client.out.includes("\n") && !client.exited) {
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      if (!client.exited || client.out) {
-        await client.closeStdin();
-        assertEquals((await client.status()).code, 0, client.err);
-        assertEquals(client.out, "echo:over stdio\n");
-        break;
-      }
-      ok(
-        /OFFLINE|No server|No name/.test(client.err) && Date.now() < end,
-        client.err,
-      );
-    }
-    ok(server.err.includes("lines"), server.err);
-  } finally {
-    listener.close();
-    await loop;
-    await Promise.all(handled);
+  await using seed = await seedRelay();
+  await using lines = lineService();
+  const serve = ["--relay", seed.server, "--name", "lines", "--to", lines.to];
+  await using server = Proc.deno("server.ts", serve);
+  // A probe through the seed relay: server.ts is parked and answers.
+  {
+    using probe = await connectWhenParked(seed.client, "lines");
+    await probe.write(bytes("probe\n"));
+    assertEquals(await readLineExact(probe), "echo:probe");
   }
+  // client.ts may still meet the seed's OFFLINE while server.ts re-parks.
+  const ask = ["--relay", seed.client, "--name", "lines", "--stdio"];
+  const end = Date.now() + 10_000;
+  for (;;) {
+    await using client = Proc.deno("client.ts", ask, true);
+    await client.write("over stdio\n").catch(() => {});
+    while (!client.out.includes("\n") && !client.exited) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    if (!client.exited || client.out) {
+      await client.closeStdin();
+      assertEquals((await client.status()).code, 0, client.err);
+      assertEquals(client.out, "echo:over stdio\n");
+      break;
+    }
+    ok(
+      /OFFLINE|No server|No name/.test(client.err) && Date.now() < end,
+      client.err,
+    );
+  }
+  ok(server.err.includes("lines"), server.err);
 });

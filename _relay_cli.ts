@@ -1,0 +1,219 @@
+/**
+ * The relay executable's command line: its flags, and the `names`
+ * subcommand that manages the credentials store.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  DEFAULT_CLIENT_PORT,
+  DEFAULT_DRAIN_TIMEOUT,
+  DEFAULT_HANDSHAKE_TIMEOUT,
+  DEFAULT_HEARTBEAT,
+  DEFAULT_SERVER_PORT,
+  DEFAULT_WAIT,
+} from "./_protocol.ts";
+import { DEFAULT_LIMITS } from "./_guard.ts";
+import {
+  COMMON_OPTIONS,
+  integer,
+  parseFlags,
+  runMain,
+  seconds,
+  UsageError,
+} from "./_cli.ts";
+import { NameStore } from "./_store.ts";
+
+/** The relay's `--help`. */
+export const RELAY_USAGE =
+  `tcp-relay: pairs servers behind NAT with their clients
+
+Usage: deno run -A jsr:@x/tcp-relay/relay [options]
+       deno run -A jsr:@x/tcp-relay/relay names (add NAME [--private] | remove NAME | list) --data DIR
+
+Options:
+  --host HOST                 address to listen on (default 0.0.0.0)
+  --server-port PORT          port for servers (default ${DEFAULT_SERVER_PORT})
+  --client-port PORT          port for clients (default ${DEFAULT_CLIENT_PORT})
+  --wait SECONDS              how long a client waits for a server of a reserved
+                              name before OFFLINE (default ${
+    DEFAULT_WAIT / 1000
+  })
+  --handshake-timeout SECONDS time allowed for a handshake (default ${
+    DEFAULT_HANDSHAKE_TIMEOUT / 1000
+  })
+  --drain-timeout SECONDS     on SIGINT/SIGTERM, time active pairs get to finish
+                              (default ${DEFAULT_DRAIN_TIMEOUT / 1000})
+  --heartbeat SECONDS         how often parked v2 connections are probed
+                              (default ${DEFAULT_HEARTBEAT / 1000})
+  --data DIR                  credentials store of owned names (names.json);
+                              reloaded on change and on SIGHUP
+  --open-registration         the first v2 RESERVE of a free name owns it
+  --tls-cert FILE             serve both ports over TLS with this certificate
+  --tls-key FILE              ... and this private key (PEM)
+  --max-connections N         open connections in all (default ${DEFAULT_LIMITS.maxConnections})
+  --max-per-ip N              unpaired connections per source IP (default ${DEFAULT_LIMITS.maxPerIp})
+  --max-parked-per-name N     parked connections per name (default ${DEFAULT_LIMITS.maxParkedPerName})
+  --max-failed-proofs N       failed proofs per source IP per minute (default ${DEFAULT_LIMITS.maxFailedProofs})
+  --data-path loop|streams    how bytes are copied: read/write loops (default)
+                              or pipeTo over Web Streams (for benchmarks)
+  --log-level LEVEL           trace, debug, info, warning, error (default info)
+  --log-format FORMAT         text or json (default text)
+  -h, --help                  show this help
+  -V, --version               show the version`;
+
+const OPTIONS = {
+  ...COMMON_OPTIONS,
+  host: { type: "string", default: "0.0.0.0" },
+  "server-port": { type: "string", default: String(DEFAULT_SERVER_PORT) },
+  "client-port": { type: "string", default: String(DEFAULT_CLIENT_PORT) },
+  wait: { type: "string", default: String(DEFAULT_WAIT / 1000) },
+  "handshake-timeout": {
+    type: "string",
+    default: String(DEFAULT_HANDSHAKE_TIMEOUT / 1000),
+  },
+  "drain-timeout": {
+    type: "string",
+    default: String(DEFAULT_DRAIN_TIMEOUT / 1000),
+  },
+  heartbeat: { type: "string", default: String(DEFAULT_HEARTBEAT / 1000) },
+  data: { type: "string" },
+  "open-registration": { type: "boolean", default: false },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "max-connections": {
+    type: "string",
+    default: String(DEFAULT_LIMITS.maxConnections),
+  },
+  "max-per-ip": { type: "string", default: String(DEFAULT_LIMITS.maxPerIp) },
+  "max-parked-per-name": {
+    type: "string",
+    default: String(DEFAULT_LIMITS.maxParkedPerName),
+  },
+  "max-failed-proofs": {
+    type: "string",
+    default: String(DEFAULT_LIMITS.maxFailedProofs),
+  },
+  "data-path": { type: "string", default: "loop" },
+} as const;
+
+function readFlagFile(flag: string, path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (e) {
+    throw new UsageError(
+      `--${flag}: cannot read ${path}: ${(e as Error).message}`,
+    );
+  }
+}
+
+/** The relay's flags as `serveRelay` options, plus `data`, `logLevel`, `logFormat`, `help`, `version`. */
+export function parseRelayFlags(args: string[]): Record<string, unknown> {
+  const v = parseFlags(args, OPTIONS);
+  if (v.help || v.version) return v;
+  if (!!v["tls-cert"] !== !!v["tls-key"]) {
+    throw new UsageError("--tls-cert and --tls-key go together");
+  }
+  if (v["data-path"] !== "loop" && v["data-path"] !== "streams") {
+    throw new UsageError(
+      `--data-path takes loop or streams, not "${v["data-path"]}"`,
+    );
+  }
+  const n = (flag: keyof typeof OPTIONS, min: number, max: number) =>
+    integer(flag, v[flag] as string, min, max);
+  return {
+    hostname: v.host,
+    serverPort: n("server-port", 0, 65535),
+    clientPort: n("client-port", 0, 65535),
+    wait: seconds("wait", v.wait),
+    handshakeTimeout: seconds("handshake-timeout", v["handshake-timeout"]),
+    drainTimeout: seconds("drain-timeout", v["drain-timeout"]),
+    heartbeat: Math.max(1, seconds("heartbeat", v.heartbeat)),
+    data: v.data,
+    openRegistration: v["open-registration"],
+    tls: v["tls-cert"]
+      ? {
+        cert: readFlagFile("tls-cert", v["tls-cert"]),
+        key: readFlagFile("tls-key", v["tls-key"]!),
+      }
+      : undefined,
+    limits: {
+      maxConnections: n("max-connections", 1, 1e7),
+      maxPerIp: n("max-per-ip", 1, 1e7),
+      maxParkedPerName: n("max-parked-per-name", 1, 1e7),
+      maxFailedProofs: n("max-failed-proofs", 1, 1e7),
+    },
+    dataPath: v["data-path"],
+    logLevel: v["log-level"],
+    logFormat: v["log-format"],
+  };
+}
+
+const NAMES_USAGE =
+  `Usage: deno run -A jsr:@x/tcp-relay/relay names add NAME [--private] [--replace] --data DIR
+       deno run -A jsr:@x/tcp-relay/relay names remove NAME --data DIR
+       deno run -A jsr:@x/tcp-relay/relay names list --data DIR
+
+add prints the owner's secret (give it to the server: --secret) and, with
+--private, the clients' key (give it to the clients: --key). A running relay
+with the same --data picks the change up at once.`;
+
+/** `relay.ts names ...`: manages the credentials store. */
+export function runNames(args: string[]): Promise<never> {
+  return runMain(NAMES_USAGE, () => {
+    const { values, positionals } = (() => {
+      try {
+        return parseArgs({
+          args,
+          allowPositionals: true,
+          options: {
+            data: { type: "string" },
+            private: { type: "boolean", default: false },
+            replace: { type: "boolean", default: false },
+            help: { type: "boolean", short: "h", default: false },
+            version: { type: "boolean", short: "V", default: false },
+          },
+        });
+      } catch (e) {
+        throw new UsageError((e as Error).message.replace(/\.$/, ""));
+      }
+    })();
+    return { ...values, positionals };
+  }, async (v) => {
+    const [action, name, ...extra] = v.positionals as string[];
+    if (!v.data) throw new UsageError("--data DIR is required");
+    const wantsName = action === "add" || action === "remove";
+    if (
+      !["add", "remove", "list"].includes(action) || wantsName !== !!name ||
+      extra.length
+    ) {
+      throw new UsageError(`expected add NAME, remove NAME or list`);
+    }
+    const store = await NameStore.open(v.data as string);
+    if (action === "list") {
+      for (const n of store.names()) {
+        console.log(`${n}${store.get(n)?.clientKey ? " (private)" : ""}`);
+      }
+      return 0;
+    }
+    if (action === "remove") {
+      if (await store.remove(name)) return 0;
+      console.error(`error: no name ${name} in ${store.path}`);
+      return 1;
+    }
+    let record;
+    try {
+      record = await store.add(name, {
+        private: !!v.private,
+        replace: !!v.replace,
+      });
+    } catch (e) {
+      if (e instanceof RangeError) throw new UsageError(e.message);
+      throw e;
+    }
+    console.log(`name:   ${name}\nsecret: ${record.secret}`);
+    if (record.clientKey) console.log(`key:    ${record.clientKey}`);
+    return 0;
+  });
+}

@@ -1,0 +1,270 @@
+/**
+ * The relay's embedded credentials store for owned names: `DIR/names.json`,
+ * `{ "version": 1, "names": { "<name>": { "secret", "clientKey"?, "created" } } }`,
+ * shared by the running relay and an operator's `relay.ts names` commands.
+ *
+ * Every change is a read-modify-write under a lock file (`names.lock`), written
+ * to a temporary file that is synced and renamed over `names.json`, then the
+ * directory synced: a crash leaves the old file or the new one, and a change
+ * whose promise resolved is on disk.
+ *
+ * @module
+ */
+
+import { basename, join } from "node:path";
+import { getLogger } from "@logtape/logtape";
+import { newSecret } from "./_auth.ts";
+
+/** What the relay knows of an owned name. */
+export interface NameRecord {
+  /** The owner's secret. */
+  secret: string;
+  /** The clients' secret, for a private name only. */
+  clientKey?: string;
+  /** When the name was added, as an ISO date. */
+  created: string;
+}
+
+type Names = Map<string, NameRecord>;
+
+const log = getLogger(["tcp-relay", "store"]);
+const NAME = /^[\x21-\x7e]{1,200}$/;
+const FILE = "names.json";
+/** How long a change waits for another process's lock (ms). */
+const LOCK_WAIT = 5_000;
+/** How old a lock must be to be taken for a crashed process's (ms). */
+const STALE_LOCK = 30_000;
+/** How long watch() waits for the changes on disk to settle (ms). */
+const DEBOUNCE = 100;
+const NEW = { write: true, createNew: true, mode: 0o600 } as const;
+const encoder = new TextEncoder();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The names, secrets and client keys of owned names, kept in `DIR/names.json`. */
+export class NameStore {
+  /** The store's file, `DIR/names.json`. */
+  readonly path: string;
+  readonly #dir: string;
+  #names: Names;
+  /** Counts the changes written here, so that a slower reload() cannot undo one. */
+  #generation = 0;
+  /** This instance's changes, one at a time (the lock file serializes processes). */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(dir: string, names: Names) {
+    this.#dir = dir;
+    this.path = join(dir, FILE);
+    this.#names = names;
+  }
+
+  /** Opens (creating DIR with mode 0o700 if missing) the store in DIR: file DIR/names.json, mode 0o600. */
+  static async open(dir: string): Promise<NameStore> {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 }); // umask can only narrow it
+    return new NameStore(dir, await read(join(dir, FILE)));
+  }
+
+  /** The record of `name`, or `undefined` if it is not owned. */
+  get(name: string): NameRecord | undefined {
+    return this.#names.get(name);
+  }
+
+  /** The owned names, sorted. */
+  names(): string[] {
+    return [...this.#names.keys()].sort();
+  }
+
+  /** Adds `name` with a new secret (and a new clientKey if `private`); resolves once it is durably on disk. Throws RangeError("Name X exists") if present, unless `replace`. */
+  add(
+    name: string,
+    options: { private?: boolean; replace?: boolean } = {},
+  ): Promise<NameRecord> {
+    checkName(name);
+    return this.#change((names) => {
+      if (names.has(name) && !options.replace) {
+        throw new RangeError(`Name ${name} exists`);
+      }
+      const clientKey = options.private ? newSecret() : undefined;
+      const record = toRecord(newSecret(), new Date().toISOString(), clientKey);
+      names.set(name, record);
+      return [record, true];
+    });
+  }
+
+  /** Removes `name`; resolves true if it was there, once durably on disk. */
+  remove(name: string): Promise<boolean> {
+    checkName(name);
+    return this.#change((names) => {
+      const had = names.delete(name);
+      return [had, had];
+    });
+  }
+
+  /** Re-reads the file (another process may have written it); keeps the old content and throws if the file is corrupt. */
+  async reload(): Promise<void> {
+    const generation = this.#generation;
+    const names = await read(this.path);
+    if (generation === this.#generation) this.#names = names;
+  }
+
+  /**
+   * Calls `onChange()` after the file changes on disk (Deno.watchFs on DIR,
+   * debounced ~100 ms, after reload() succeeded), this instance's own writes
+   * included; a corrupt file is logged and keeps the old content. The returned
+   * Disposable stops watching.
+   */
+  watch(onChange: () => void): Disposable {
+    const watcher = Deno.watchFs(this.#dir, { recursive: false });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let closed = false;
+    const changed = async () => {
+      timer = undefined;
+      try {
+        await this.reload();
+      } catch (e) {
+        return log.warn("Kept the old names: {error}", { error: String(e) });
+      }
+      if (!closed) onChange();
+    };
+    (async () => {
+      for await (const event of watcher) {
+        if (!event.paths.some((p) => basename(p) === FILE)) continue;
+        clearTimeout(timer);
+        timer = setTimeout(changed, DEBOUNCE);
+      }
+    })().catch(() => {}); // only when closed
+    return {
+      [Symbol.dispose]() {
+        closed = true;
+        clearTimeout(timer);
+        watcher.close();
+      },
+    };
+  }
+
+  /** Applies `apply` to the file's names under the lock; writes them if it says so. */
+  #change<T>(apply: (names: Names) => [T, boolean]): Promise<T> {
+    const run = async () => {
+      const unlock = await lock(join(this.#dir, "names.lock"));
+      try {
+        const names = await read(this.path);
+        const [result, write] = apply(names);
+        if (write) await save(this.#dir, this.path, names);
+        this.#names = names;
+        this.#generation++;
+        return result;
+      } finally {
+        await unlock();
+      }
+    };
+    const done = this.#queue.then(run);
+    this.#queue = done.catch(() => {});
+    return done;
+  }
+}
+
+function checkName(name: string): void {
+  if (!NAME.test(name)) {
+    throw new RangeError(`Invalid name ${JSON.stringify(name.slice(0, 200))}`);
+  }
+}
+
+/** `promise`'s value, or `fallback` if it failed with NotFound. */
+async function unlessMissing<T, F>(promise: Promise<T>, fallback: F) {
+  try {
+    return await promise;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return fallback;
+    throw e;
+  }
+}
+
+function toRecord(secret: string, created: string, clientKey?: string) {
+  const key = clientKey === undefined ? {} : { clientKey };
+  return Object.freeze<NameRecord>({ secret, ...key, created });
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** The names in the file at `path` (none if it is missing); throws if it is corrupt. */
+async function read(path: string): Promise<Names> {
+  const text = await unlessMissing(Deno.readTextFile(path), null);
+  if (text === null) return new Map();
+  const corrupt = (why: string, cause?: unknown) =>
+    new Error(`Corrupt name store ${path}: ${why}`, { cause });
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    throw corrupt((e as Error).message, e);
+  }
+  if (!isObject(data) || data.version !== 1 || !isObject(data.names)) {
+    throw corrupt("not a version 1 store");
+  }
+  const names: Names = new Map();
+  for (const [name, r] of Object.entries(data.names)) {
+    if (!NAME.test(name)) throw corrupt(`invalid name ${JSON.stringify(name)}`);
+    const { secret, created, clientKey } = isObject(r) ? r : {};
+    if (
+      typeof secret !== "string" || typeof created !== "string" ||
+      !(clientKey === undefined || typeof clientKey === "string")
+    ) throw corrupt(`invalid record for ${name}`);
+    names.set(name, toRecord(secret, created, clientKey));
+  }
+  return names;
+}
+
+/** Writes `names` to `path` atomically and durably; the caller holds the lock. */
+async function save(dir: string, path: string, names: Names): Promise<void> {
+  for await (const entry of Deno.readDir(dir)) { // a crashed writer's leftovers
+    if (entry.name.startsWith(`${FILE}.tmp-`)) {
+      await Deno.remove(join(dir, entry.name)).catch(() => {});
+    }
+  }
+  const sorted = [...names].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0);
+  const data = { version: 1, names: Object.fromEntries(sorted) };
+  const bytes = encoder.encode(JSON.stringify(data, null, 2) + "\n");
+  const tmp = `${path}.tmp-${newSecret().slice(0, 16)}`;
+  try {
+    using file = await Deno.open(tmp, NEW);
+    for (let n = 0; n < bytes.length;) n += await file.write(bytes.subarray(n));
+    await file.sync();
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+  try {
+    using d = await Deno.open(dir, { read: true });
+    await d.sync();
+  } catch { /* not supported here (Windows) */ }
+}
+
+/** Takes the lock file at `path`; resolves to its release. */
+async function lock(path: string): Promise<() => Promise<void>> {
+  const end = Date.now() + LOCK_WAIT;
+  for (;;) {
+    try {
+      using file = await Deno.open(path, NEW);
+      const owner = `${Deno.pid} ${new Date().toISOString()}\n`;
+      await file.write(encoder.encode(owner)).catch(() => {}); // only a hint
+      return () => unlessMissing(Deno.remove(path), undefined);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+    }
+    const stat = await unlessMissing(Deno.stat(path), null);
+    if (!stat) continue; // just released
+    if (Date.now() - (stat.mtime?.getTime() ?? Date.now()) > STALE_LOCK) {
+      log.warn("Breaking the stale lock {path}", { path });
+      await Deno.remove(path).catch(() => {});
+      continue;
+    }
+    if (Date.now() > end) {
+      throw new Error(
+        `Timed out waiting for the lock ${path} (remove it if no other process holds it)`,
+      );
+    }
+    await sleep(5 + Math.random() * 20);
+  }
+}
