@@ -6,9 +6,16 @@
  * @module
  */
 
-/** Limits a public relay runs with; each is a flag of `relay.ts`. */
+/**
+ * Limits a public relay runs with; each is a flag of `relay.ts`. Peers on a
+ * loopback address (a local proxy, a benchmark) are held only to
+ * `maxConnections` unless `limitLoopback` is set.
+ */
 export interface Limits {
-  /** Open connections of every kind. Default `10000`. */
+  /**
+   * Open connections of every kind. Default: the process's open-file limit
+   * less 100 (Linux), else `10000`.
+   */
   maxConnections: number;
   /** Connections per source IP that are not (yet) paired. Default `256`. */
   maxPerIp: number;
@@ -16,14 +23,41 @@ export interface Limits {
   maxParkedPerName: number;
   /** Failed proofs per source IP per minute before it is refused. Default `10`. */
   maxFailedProofs: number;
+  /** Hold loopback peers to the per-IP and per-name limits too. Default `false`. */
+  limitLoopback: boolean;
+}
+
+/** The soft open-file limit less 100 where /proc tells it, else 10000. */
+function fileLimit(): number {
+  try {
+    const path = "/proc/self/limits";
+    // no permission prompt for a library user without --allow-read
+    if (
+      Deno.permissions.querySync({ name: "read", path }).state !== "granted"
+    ) {
+      return 10_000;
+    }
+    const limits = Deno.readTextFileSync(path);
+    const soft = Number(/^Max open files\s+(\d+)/m.exec(limits)?.[1]);
+    if (soft > 200) return soft - 100;
+  } catch {
+    // not Linux, or no read permission
+  }
+  return 10_000;
+}
+
+/** Whether `ip` is a loopback address. */
+export function isLoopback(ip: string): boolean {
+  return ip.startsWith("127.") || ip === "::1" || ip.startsWith("::ffff:127.");
 }
 
 /** The defaults of {@linkcode Limits}. */
 export const DEFAULT_LIMITS: Limits = {
-  maxConnections: 10_000,
+  maxConnections: fileLimit(),
   maxPerIp: 256,
   maxParkedPerName: 64,
   maxFailedProofs: 10,
+  limitLoopback: false,
 };
 
 const MINUTE = 60_000;
@@ -51,7 +85,9 @@ export class Guard {
   admit(conn: object, ip: string, open: number): string | undefined {
     if (open >= this.#limits.maxConnections) return "too many connections";
     const n = this.#perIp.get(ip) ?? 0;
-    if (n >= this.#limits.maxPerIp) return `too many connections from ${ip}`;
+    if (n >= this.#limits.maxPerIp && this.#limited(ip)) {
+      return `too many connections from ${ip}`;
+    }
     this.#perIp.set(ip, n + 1);
     this.#held.set(conn, ip);
     return undefined;
@@ -72,8 +108,13 @@ export class Guard {
     return [...this.#held.keys()];
   }
 
+  #limited(ip: string): boolean {
+    return this.#limits.limitLoopback || !isLoopback(ip);
+  }
+
   /** Whether `ip` failed too many proofs this minute. */
   blocked(ip: string): boolean {
+    if (!this.#limited(ip)) return false;
     const f = this.#failed.get(ip);
     if (!f) return false;
     if (Date.now() - f.since > MINUTE) {
@@ -97,8 +138,8 @@ export class Guard {
     } else f.count++;
   }
 
-  /** The limit of parked connections per name. */
-  get maxParkedPerName(): number {
-    return this.#limits.maxParkedPerName;
+  /** The limit of parked connections per name for a server at `ip`. */
+  maxParked(ip: string): number {
+    return this.#limited(ip) ? this.#limits.maxParkedPerName : Infinity;
   }
 }

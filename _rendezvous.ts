@@ -266,7 +266,7 @@ export class Rendezvous {
       this.#refuse(conn, peer, reason, reply, name);
     const owner = this.#settings.owners?.get(name);
     if (owner) {
-      if (!v2) {
+      if (!v2 || (command === Word.RESERVE && !v2.proof)) {
         if (command === Word.RESERVE) return refuse("name in use", Word.USED);
         return refuse(
           "owned name, v1 peer",
@@ -314,7 +314,7 @@ export class Rendezvous {
       return this.#reply(conn, Word.OK);
     }
     const entry = this.#entry(name, true)!;
-    if (entry.parked.size >= this.#guard.maxParkedPerName) {
+    if (entry.parked.size >= this.#guard.maxParked(ip)) {
       return refuse(
         "too many parked connections",
         `ERROR LIMIT too many parked connections for ${name}`,
@@ -442,14 +442,14 @@ export class Rendezvous {
     const { name, v2 } = req, ip = conn.remoteAddr.hostname;
     const key = this.#settings.owners?.get(name)?.clientKey;
     if (key) {
+      // Blocked or not, a private name without the right key looks exactly
+      // like no name: an ERROR would tell that the name exists.
       if (this.#guard.blocked(ip)) {
         return this.#refuse(
           conn,
           peer,
           "too many failed proofs",
-          v2
-            ? "ERROR RATE too many failed proofs; try again later"
-            : Word.NOEXIST,
+          Word.NOEXIST,
           name,
         );
       }

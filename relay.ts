@@ -161,7 +161,7 @@ export function serveRelay(options: RelayOptions = {}): Relay {
       : Deno.listen({ hostname, port });
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   for (const [k, v] of Object.entries(limits)) {
-    if (!Number.isInteger(v) || v < 1) {
+    if (typeof v === "number" && (!Number.isInteger(v) || v < 1)) {
       throw new RangeError(`limits.${k} must be a whole number >= 1, not ${v}`);
     }
   }

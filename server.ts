@@ -81,7 +81,7 @@ function request(s: Session, command: string, options: ServerOptions): string {
  * Offers `name` at the relay and waits until a client asks for it: one
  * connection per call, as the seed's `server.accept`. The name is reserved if
  * it was not. Under protocol v2 the relay acknowledges the parking and probes
- * it (`PING`); a relay silent for two of its heartbeats fails the call with
+ * it (`PING`); a relay silent for three of its heartbeats fails the call with
  * `TIMEOUT`. A TCP connection has `setNoDelay(true)`; every byte read from
  * it is the client's.
  *
@@ -108,7 +108,7 @@ export function accept<O extends ServerOptions>(
       if (!m) throw refusal(parked, s.where, options.name);
       const beat = (Number(m[1]) || DEFAULT_HEARTBEAT / 1000) * 1000;
       for (;;) {
-        s.deadline(2 * beat + 5000);
+        s.deadline(3 * beat); // two heartbeats missed, and some slack
         const got = await s.read();
         if (got.toUpperCase() === Word.CONNECTED) break;
         if (got.toUpperCase() !== Word.PING) {

@@ -30,6 +30,7 @@ const { values: flags } = parseArgs({
     },
     bytes: { type: "string", default: "1000000000" },
     pings: { type: "string", default: "10000" },
+    runs: { type: "string", default: "3" },
     pairings: { type: "string", default: "3000" },
     pairs: { type: "string", default: "5000" },
     "max-pairs": { type: "string", default: "9000" },
@@ -183,8 +184,9 @@ async function measure(
     "bench",
   ];
   const extra = mode === "concurrent" && child ? ["--pid", `${child.pid}`] : [];
+  // A peer that stops reading (the Node relay both ways) would hang the driver.
   const { out } = await run("timeout", [
-    "300",
+    mode === "concurrent" ? "300" : "60",
     driver,
     mode,
     ...base,
@@ -197,7 +199,7 @@ async function measure(
     } catch { /* gone */ }
     await child.status;
   }
-  const line = out.trim().split("\n").pop() ?? "";
+  const line = out.trim().split("\n").pop() || "error=stalled";
   console.error(`  ${peer} ${mode}: ${line}`);
   return Object.fromEntries(line.split(" ").map((kv) => kv.split("=")));
 }
@@ -216,19 +218,51 @@ if (peers.includes("node") && !(await has("node"))) {
   peers.splice(peers.indexOf("node"), 1);
 }
 
+/** The run with the median `key` of `--runs` runs (loopback figures vary). */
+async function median(
+  peer: string,
+  mode: string,
+  args: string[],
+  key: string,
+): Promise<Record<string, string>> {
+  const runs: Record<string, string>[] = [];
+  for (let i = 0; i < Number(flags.runs); i++) {
+    runs.push(await measure(peer, mode, args));
+  }
+  runs.sort((a, b) => Number(a[key] ?? 0) - Number(b[key] ?? 0));
+  return runs[runs.length >> 1];
+}
+
+/** A throughput cell: MB/s, or what went wrong. */
+function throughput(r: Record<string, string>): string {
+  if (r.error) return r.error;
+  if (r.lost && r.lost !== "0") return `${r.MBps} (lost ${r.lost} B)`;
+  return r.MBps ?? "—";
+}
+
 const rows: string[][] = [];
 for (const peer of peers) {
   const pairs = peer !== "socat";
-  const one = await measure(peer, "throughput", ["--bytes", flags.bytes]);
-  const both = await measure(peer, "throughput", [
+  const one = await median(
+    peer,
+    "throughput",
+    ["--bytes", flags.bytes],
+    "MBps",
+  );
+  const both = await median(peer, "throughput", [
     "--bytes",
     flags.bytes,
     "--dir",
     "both",
-  ]);
-  const ping = await measure(peer, "pingpong", ["--iters", flags.pings]);
+  ], "MBps");
+  const ping = await median(
+    peer,
+    "pingpong",
+    ["--iters", flags.pings],
+    "p50_us",
+  );
   const pairing = pairs
-    ? await measure(peer, "pairing", ["--count", flags.pairings])
+    ? await median(peer, "pairing", ["--count", flags.pairings], "per_sec")
     : {};
   const conc = pairs
     ? await measure(peer, "concurrent", ["--pairs", flags.pairs, "--msgs", "5"])
@@ -247,8 +281,8 @@ for (const peer of peers) {
       : "—";
   rows.push([
     peer,
-    one.MBps ?? "—",
-    both.MBps ?? "—",
+    throughput(one),
+    throughput(both),
     ping.p50_us ?? "—",
     ping.p99_us ?? "—",
     pairing.per_sec ?? "—",
@@ -286,6 +320,7 @@ console.log(`| ${head.join(" | ")} |`);
 console.log(`|${head.map(() => "---").join("|")}|`);
 for (const r of rows) console.log(`| ${r.join(" | ")} |`);
 console.log(
-  `\nbytes=${flags.bytes} pings=${flags.pings} pairings=${flags.pairings} pairs=${flags.pairs}; ` +
+  `\nmedian of ${flags.runs} runs for throughput, round trips and pairings; ` +
+    `bytes=${flags.bytes} pings=${flags.pings} pairings=${flags.pairings} pairs=${flags.pairs}; ` +
     `${Deno.build.os} ${navigator.hardwareConcurrency} cores, deno ${Deno.version.deno}`,
 );
