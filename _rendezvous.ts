@@ -1,7 +1,8 @@
 /**
- * The relay's engine: the handshakes of both ports (v1 and v2), owned and
- * private names, the table of names with their parked servers (oldest first)
- * and waiting clients, heartbeats, limits, pairing, and a graceful shutdown.
+ * The relay's engine: accepting on both ports under the limits, the
+ * handshakes (v1 and v2), who may use an owned or private name, the pairs
+ * being relayed, live counts, and a graceful shutdown. The names with their
+ * parked servers and waiting clients live in `_table.ts`.
  *
  * @module
  */
@@ -20,11 +21,11 @@ import {
 } from "./_handshake.ts";
 import { type DataPath, pipePair, Source } from "./_pipe.ts";
 import { formatAddr, line, Word, writeAll } from "./_protocol.ts";
+import { type Conn, NameTable, type Waiter } from "./_table.ts";
+
+export type { Conn } from "./_table.ts";
 
 const log = getLogger(["tcp-relay", "relay"]);
-
-/** A relay connection: plain TCP, or TLS. */
-export type Conn = Deno.TcpConn | Deno.TlsConn;
 
 /** The owners of names: who may serve a name, and who may reach a private one. */
 export interface NameOwners {
@@ -54,31 +55,6 @@ export interface RelayStats {
   bytes: { clientToServer: number; serverToClient: number };
 }
 
-/** A connection waiting in the name table: a parked server or a waiting client. */
-interface Waiter {
-  conn: Conn;
-  source: Source;
-  peer: string;
-  dead: boolean;
-  /** Speaks v2: gets PARKED and heartbeats. */
-  v2?: boolean;
-  timer?: ReturnType<typeof setTimeout>;
-  /** v2 servers: the answer to the last PING, while it is awaited. */
-  pong?: PromiseWithResolvers<boolean>;
-}
-
-interface Entry {
-  parked: Set<Waiter>;
-  waiting: Set<Waiter>;
-}
-
-function oldest<T>(set: Set<T>): T | undefined {
-  for (const item of set) {
-    set.delete(item);
-    return item;
-  }
-}
-
 function closeQuietly(closer: { close(): void }): void {
   try {
     closer.close();
@@ -104,11 +80,10 @@ export class Rendezvous {
   readonly finished: Promise<void>;
   #settings: RendezvousSettings;
   #listeners: Deno.Listener<Conn>[];
-  #names = new Map<string, Entry>();
+  #table: NameTable;
   #guard: Guard;
   #pairs = new Map<Promise<void>, Conn[]>();
   #stop = new AbortController();
-  #beat?: ReturnType<typeof setInterval>;
   #pairings = 0;
   #refusals = 0;
   #c2s = 0;
@@ -122,6 +97,12 @@ export class Rendezvous {
   ) {
     this.#settings = settings;
     this.#guard = new Guard(settings.limits);
+    this.#table = new NameTable(settings.wait, settings.heartbeat, {
+      drop: (conn) => this.#drop(conn),
+      refuse: (conn, peer, reason, reply, name) =>
+        this.#refuse(conn, peer, reason, reply, name),
+      paired: (name, server, client) => this.#relay(name, server, client),
+    });
     this.#listeners = [serverListener, clientListener];
     this.finished = new Promise((resolve) => this.#done = resolve);
     this.#serve(serverListener, (c, p) => this.#onServer(c, p));
@@ -129,13 +110,7 @@ export class Rendezvous {
   }
 
   stats(): RelayStats {
-    const parked: Record<string, number> = {};
-    let waiting = 0, parkedCount = 0;
-    for (const [name, entry] of this.#names) {
-      parked[name] = entry.parked.size;
-      parkedCount += entry.parked.size;
-      waiting += entry.waiting.size;
-    }
+    const { parked, parkedCount, waiting } = this.#table.counts();
     return {
       parked,
       waiting,
@@ -244,15 +219,6 @@ export class Rendezvous {
     return false;
   }
 
-  #entry(name: string, create: boolean): Entry | undefined {
-    let entry = this.#names.get(name);
-    if (!entry && (create || this.#settings.owners?.get(name))) {
-      entry = { parked: new Set(), waiting: new Set() };
-      this.#names.set(name, entry);
-    }
-    return entry;
-  }
-
   async #onServer(conn: Conn, peer: string): Promise<void> {
     const req = await this.#handshake<ServerRequest>(
       conn,
@@ -284,7 +250,7 @@ export class Rendezvous {
       }
     }
     if (command === Word.RESERVE) {
-      if (!owner && this.#names.has(name)) {
+      if (!owner && this.#table.has(name)) {
         return refuse("name in use", Word.USED);
       }
       let answer: string = Word.OK;
@@ -300,7 +266,7 @@ export class Rendezvous {
           return refuse("name in use", Word.USED);
         }
       }
-      this.#entry(name, true);
+      this.#table.entry(name, true);
       log.info("Reserved {name} for {peer}", {
         name,
         peer,
@@ -309,11 +275,11 @@ export class Rendezvous {
       return this.#reply(conn, answer);
     }
     if (command === Word.RELEASE) {
-      const entry = this.#names.get(name);
-      if (entry) this.#release(name, entry, peer);
+      this.#table.release(name);
+      log.info("Released {name} for {peer}", { name, peer });
       return this.#reply(conn, Word.OK);
     }
-    const entry = this.#entry(name, true)!;
+    const entry = this.#table.entry(name, true)!;
     if (entry.parked.size >= this.#guard.maxParked(ip)) {
       return refuse(
         "too many parked connections",
@@ -337,98 +303,7 @@ export class Rendezvous {
         return this.#drop(conn);
       }
     }
-    this.#park(name, entry, server);
-  }
-
-  #release(name: string, entry: Entry, peer: string): void {
-    this.#names.delete(name);
-    for (const w of [...entry.parked, ...entry.waiting]) this.#dismiss(w);
-    log.info("Released {name} for {peer}", { name, peer });
-  }
-
-  #dismiss(w: Waiter): void {
-    w.dead = true;
-    clearTimeout(w.timer);
-    w.pong?.resolve(false);
-    this.#drop(w.conn);
-  }
-
-  #park(name: string, entry: Entry, server: Waiter): void {
-    const client = oldest(entry.waiting);
-    if (client) {
-      clearTimeout(client.timer);
-      return void this.#pair(name, entry, server, client);
-    }
-    entry.parked.add(server);
-    let partial = "";
-    // v2: the only bytes a parked server may send are PONG lines.
-    const intercept = server.v2
-      ? (chunk: Uint8Array) => {
-        for (const byte of chunk) {
-          if (byte !== 10) {
-            partial += String.fromCharCode(byte);
-            if (partial.length <= 8) continue;
-          }
-          if (partial.replace(/\r$/, "").toUpperCase() !== Word.PONG) {
-            log.info(
-              "Dropped parked connection for {name} from {peer}: protocol violation",
-              { name, peer: server.peer },
-            );
-            entry.parked.delete(server);
-            this.#dismiss(server);
-            return true;
-          }
-          partial = "";
-          server.pong?.resolve(true);
-          server.pong = undefined;
-        }
-        return true;
-      }
-      : undefined;
-    server.source.watch(
-      () => {
-        entry.parked.delete(server);
-        this.#dismiss(server);
-        log.debug("Parked connection for {name} from {peer} closed", {
-          name,
-          peer: server.peer,
-        });
-      },
-      true,
-      intercept,
-    );
-    if (server.v2) this.#startBeat();
-  }
-
-  /** Probes parked v2 connections every heartbeat; drops those that did not answer. */
-  #startBeat(): void {
-    this.#beat ??= setInterval(() => {
-      let any = false;
-      for (const [name, entry] of this.#names) {
-        for (const w of entry.parked) {
-          if (!w.v2) continue;
-          any = true;
-          if (w.pong) {
-            log.info(
-              "Dropped parked connection for {name} from {peer}: no answer to PING",
-              { name, peer: w.peer },
-            );
-            entry.parked.delete(w);
-            this.#dismiss(w);
-            continue;
-          }
-          w.pong = Promise.withResolvers();
-          writeAll(w.conn, line(Word.PING)).catch(() => {
-            entry.parked.delete(w);
-            this.#dismiss(w);
-          });
-        }
-      }
-      if (!any) {
-        clearInterval(this.#beat);
-        this.#beat = undefined;
-      }
-    }, this.#settings.heartbeat);
+    this.#table.park(name, entry, server);
   }
 
   async #onClient(conn: Conn, peer: string): Promise<void> {
@@ -464,7 +339,7 @@ export class Rendezvous {
         );
       }
     }
-    const entry = this.#entry(name, false);
+    const entry = this.#table.entry(name, !!this.#settings.owners?.get(name));
     if (!entry) {
       return this.#refuse(conn, peer, "no such name", Word.NOEXIST, name);
     }
@@ -474,70 +349,7 @@ export class Rendezvous {
       peer,
       dead: false,
     };
-    const server = oldest(entry.parked);
-    if (server) return this.#pair(name, entry, server, client);
-    this.#wait(name, entry, client);
-  }
-
-  #wait(name: string, entry: Entry, client: Waiter): void {
-    if (this.#settings.wait <= 0 || this.#stop.signal.aborted) {
-      return this.#refuse(
-        client.conn,
-        client.peer,
-        "no server waiting",
-        Word.OFFLINE,
-        name,
-      );
-    }
-    entry.waiting.add(client);
-    client.timer = setTimeout(() => {
-      entry.waiting.delete(client);
-      this.#refuse(
-        client.conn,
-        client.peer,
-        "no server waiting",
-        Word.OFFLINE,
-        name,
-      );
-    }, this.#settings.wait);
-    client.source.watch(() => {
-      entry.waiting.delete(client);
-      this.#dismiss(client);
-    }, false);
-  }
-
-  /** Pairs `client` with `server`, or with the next live parked one. */
-  async #pair(name: string, entry: Entry, server: Waiter, client: Waiter) {
-    for (let s: Waiter | undefined = server; s; s = oldest(entry.parked)) {
-      // A PING is out: its PONG must not reach the client as data.
-      if (s.pong && !(await this.#pongOrTimeout(s))) this.#dismiss(s);
-      if (s.dead) continue;
-      try {
-        await writeAll(s.conn, line(Word.CONNECTED));
-      } catch {
-        this.#dismiss(s);
-        continue;
-      }
-      try {
-        await writeAll(client.conn, line(Word.CONNECTED));
-      } catch {
-        this.#dismiss(s);
-        this.#dismiss(client);
-        return;
-      }
-      return this.#relay(name, s, client);
-    }
-    if (!client.dead) this.#wait(name, entry, client);
-  }
-
-  #pongOrTimeout(s: Waiter): Promise<boolean> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    return Promise.race([
-      s.pong!.promise,
-      new Promise<boolean>((r) =>
-        timer = setTimeout(() => r(false), this.#settings.heartbeat)
-      ),
-    ]).finally(() => clearTimeout(timer));
+    this.#table.offer(name, entry, client);
   }
 
   #relay(name: string, server: Waiter, client: Waiter): void {
@@ -570,13 +382,8 @@ export class Rendezvous {
   async shutdown(): Promise<void> {
     if (this.#stop.signal.aborted) return this.finished;
     this.#stop.abort();
-    clearInterval(this.#beat);
     this.#listeners.forEach(closeQuietly);
-    for (const entry of this.#names.values()) {
-      for (const w of [...entry.parked, ...entry.waiting]) this.#dismiss(w);
-      entry.parked.clear();
-      entry.waiting.clear();
-    }
+    this.#table.close();
     for (const c of this.#guard.conns()) this.#drop(c as Conn);
     const pairs = Promise.all(this.#pairs.keys());
     let timer: ReturnType<typeof setTimeout> | undefined;

@@ -1,0 +1,276 @@
+/**
+ * The relay's table of names: per reserved name, its parked servers (paired
+ * oldest first, dropped the moment they die) and its waiting clients; the
+ * heartbeats of parked v2 servers; and the pairing of a client with the next
+ * live server.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import type { Source } from "./_pipe.ts";
+import { line, Word, writeAll } from "./_protocol.ts";
+
+const log = getLogger(["tcp-relay", "relay"]);
+
+/** A relay connection: plain TCP, or TLS. */
+export type Conn = Deno.TcpConn | Deno.TlsConn;
+
+/** A connection waiting in the table: a parked server or a waiting client. */
+export interface Waiter {
+  conn: Conn;
+  source: Source;
+  peer: string;
+  dead: boolean;
+  /** Speaks v2: gets heartbeats while parked. */
+  v2?: boolean;
+  timer?: ReturnType<typeof setTimeout>;
+  /** v2 servers: the answer to the last PING, while it is awaited. */
+  pong?: PromiseWithResolvers<boolean>;
+}
+
+/** A reserved name. */
+export interface Entry {
+  parked: Set<Waiter>;
+  waiting: Set<Waiter>;
+}
+
+/** What the table needs of the relay. */
+export interface TableHooks {
+  /** Closes a connection and forgets it. */
+  drop(conn: Conn): void;
+  /** Refuses a connection with a line. */
+  refuse(
+    conn: Conn,
+    peer: string,
+    reason: string,
+    reply: string,
+    name: string,
+  ): void;
+  /** Starts relaying a pair whose CONNECTED lines are sent. */
+  paired(name: string, server: Waiter, client: Waiter): void;
+}
+
+function oldest<T>(set: Set<T>): T | undefined {
+  for (const item of set) {
+    set.delete(item);
+    return item;
+  }
+}
+
+/** The parked servers and waiting clients of every reserved name. */
+export class NameTable {
+  #names = new Map<string, Entry>();
+  #wait: number;
+  #heartbeat: number;
+  #hooks: TableHooks;
+  #beat?: ReturnType<typeof setInterval>;
+  #closed = false;
+
+  constructor(wait: number, heartbeat: number, hooks: TableHooks) {
+    this.#wait = wait;
+    this.#heartbeat = heartbeat;
+    this.#hooks = hooks;
+  }
+
+  /** Whether `name` is reserved (has an entry). */
+  has(name: string): boolean {
+    return this.#names.has(name);
+  }
+
+  /** The entry of `name`, made if `create`. */
+  entry(name: string, create: boolean): Entry | undefined {
+    let entry = this.#names.get(name);
+    if (!entry && create) {
+      entry = { parked: new Set(), waiting: new Set() };
+      this.#names.set(name, entry);
+    }
+    return entry;
+  }
+
+  /** Parked connections per name, and the totals. */
+  counts(): {
+    parked: Record<string, number>;
+    parkedCount: number;
+    waiting: number;
+  } {
+    const parked: Record<string, number> = {};
+    let waiting = 0, parkedCount = 0;
+    for (const [name, entry] of this.#names) {
+      parked[name] = entry.parked.size;
+      parkedCount += entry.parked.size;
+      waiting += entry.waiting.size;
+    }
+    return { parked, parkedCount, waiting };
+  }
+
+  /** Drops the reservation of `name`; its waiting connections are closed. */
+  release(name: string): void {
+    const entry = this.#names.get(name);
+    if (!entry) return;
+    this.#names.delete(name);
+    for (const w of [...entry.parked, ...entry.waiting]) this.#dismiss(w);
+  }
+
+  #dismiss(w: Waiter): void {
+    w.dead = true;
+    clearTimeout(w.timer);
+    w.pong?.resolve(false);
+    this.#hooks.drop(w.conn);
+  }
+
+  /** Parks `server` under `name`, or pairs it at once with a waiting client. */
+  park(name: string, entry: Entry, server: Waiter): void {
+    const client = oldest(entry.waiting);
+    if (client) {
+      clearTimeout(client.timer);
+      return void this.#pair(name, entry, server, client);
+    }
+    entry.parked.add(server);
+    const drop = (why: string) => {
+      entry.parked.delete(server);
+      this.#dismiss(server);
+      const properties = { name, peer: server.peer, why };
+      const message = "Dropped parked connection for {name} from {peer}: {why}";
+      if (why === "closed") log.debug(message, properties);
+      else log.info(message, properties);
+    };
+    let partial = "";
+    // v2: the only bytes a parked server may send are PONG lines.
+    const intercept = (chunk: Uint8Array) => {
+      for (const byte of chunk) {
+        if (byte !== 10) {
+          partial += String.fromCharCode(byte);
+          if (partial.length <= 8) continue;
+        }
+        if (partial.replace(/\r$/, "").toUpperCase() !== Word.PONG) {
+          drop("protocol violation");
+          return true;
+        }
+        partial = "";
+        server.pong?.resolve(true);
+        server.pong = undefined;
+      }
+      return true;
+    };
+    server.source.watch(
+      () => drop("closed"),
+      true,
+      server.v2 ? intercept : undefined,
+    );
+    if (server.v2) this.#startBeat();
+  }
+
+  /** Probes parked v2 servers every heartbeat; drops those that did not answer. */
+  #startBeat(): void {
+    this.#beat ??= setInterval(() => {
+      let any = false;
+      for (const [name, entry] of this.#names) {
+        for (const w of entry.parked) {
+          if (!w.v2) continue;
+          any = true;
+          const drop = () => {
+            entry.parked.delete(w);
+            this.#dismiss(w);
+          };
+          if (w.pong) {
+            log.info(
+              "Dropped parked connection for {name} from {peer}: no answer to PING",
+              {
+                name,
+                peer: w.peer,
+              },
+            );
+            drop();
+            continue;
+          }
+          w.pong = Promise.withResolvers();
+          writeAll(w.conn, line(Word.PING)).catch(drop);
+        }
+      }
+      if (!any) {
+        clearInterval(this.#beat);
+        this.#beat = undefined;
+      }
+    }, this.#heartbeat);
+  }
+
+  /** Pairs `client` with the oldest live parked server of `name`, or lets it wait. */
+  offer(name: string, entry: Entry, client: Waiter): void {
+    const server = oldest(entry.parked);
+    if (server) return void this.#pair(name, entry, server, client);
+    this.#waitFor(name, entry, client);
+  }
+
+  #waitFor(name: string, entry: Entry, client: Waiter): void {
+    if (this.#wait <= 0 || this.#closed) {
+      return this.#hooks.refuse(
+        client.conn,
+        client.peer,
+        "no server waiting",
+        Word.OFFLINE,
+        name,
+      );
+    }
+    entry.waiting.add(client);
+    client.timer = setTimeout(() => {
+      entry.waiting.delete(client);
+      this.#hooks.refuse(
+        client.conn,
+        client.peer,
+        "no server waiting",
+        Word.OFFLINE,
+        name,
+      );
+    }, this.#wait);
+    client.source.watch(() => {
+      entry.waiting.delete(client);
+      this.#dismiss(client);
+    }, false);
+  }
+
+  /** Pairs `client` with `server`, or with the next live parked one. */
+  async #pair(name: string, entry: Entry, server: Waiter, client: Waiter) {
+    for (let s: Waiter | undefined = server; s; s = oldest(entry.parked)) {
+      // A PING is out: its PONG must not reach the client as data.
+      if (s.pong && !(await this.#pongOrTimeout(s))) this.#dismiss(s);
+      if (s.dead) continue;
+      try {
+        await writeAll(s.conn, line(Word.CONNECTED));
+      } catch {
+        this.#dismiss(s);
+        continue;
+      }
+      try {
+        await writeAll(client.conn, line(Word.CONNECTED));
+      } catch {
+        this.#dismiss(s);
+        this.#dismiss(client);
+        return;
+      }
+      return this.#hooks.paired(name, s, client);
+    }
+    if (!client.dead) this.#waitFor(name, entry, client);
+  }
+
+  #pongOrTimeout(s: Waiter): Promise<boolean> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return Promise.race([
+      s.pong!.promise,
+      new Promise<boolean>((r) =>
+        timer = setTimeout(() => r(false), this.#heartbeat)
+      ),
+    ]).finally(() => clearTimeout(timer));
+  }
+
+  /** Closes every parked and waiting connection and stops the heartbeats. */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#beat);
+    for (const entry of this.#names.values()) {
+      for (const w of [...entry.parked, ...entry.waiting]) this.#dismiss(w);
+      entry.parked.clear();
+      entry.waiting.clear();
+    }
+  }
+}
