@@ -167,16 +167,24 @@ export class Rendezvous {
         reason,
       });}
     if (!reply) return closeQuietly(conn);
-    writeAll(conn, line(reply)).catch(() => {}).finally(() =>
-      closeQuietly(conn)
-    );
+    this.#answerAndClose(conn, reply);
   }
 
   #reply(conn: Conn, text: string): void {
     this.#guard.release(conn);
-    writeAll(conn, line(text)).catch(() => {}).finally(() =>
-      closeQuietly(conn)
-    );
+    this.#answerAndClose(conn, text);
+  }
+
+  /**
+   * Sends a last line and closes; a peer that does not take even that within
+   * a second (a full window, a TLS handshake never made) is closed anyway.
+   */
+  #answerAndClose(conn: Conn, text: string): void {
+    const timer = setTimeout(() => closeQuietly(conn), 1000);
+    writeAll(conn, line(text)).catch(() => {}).finally(() => {
+      clearTimeout(timer);
+      closeQuietly(conn);
+    });
   }
 
   /** Runs a handshake under the timeout; `undefined` if it was refused or ended. */
@@ -187,12 +195,18 @@ export class Rendezvous {
     read: (state: HandshakeState) => Promise<T | null>,
   ): Promise<T | undefined> {
     const state: HandshakeState = { v2: false };
-    let timedOut = false;
+    let timedOut = false, tlsPending = "handshake" in conn;
     const timer = setTimeout(() => {
       timedOut = true;
-      this.#refuse(conn, peer, "handshake timed out", timeoutReply(state.v2));
+      // no line for a peer that never finished its TLS handshake
+      const reply = tlsPending ? undefined : timeoutReply(state.v2);
+      this.#refuse(conn, peer, "handshake timed out", reply);
     }, this.#settings.handshakeTimeout);
     try {
+      if (tlsPending) {
+        await (conn as Deno.TlsConn).handshake();
+        tlsPending = false;
+      }
       const request = await read(state);
       if (request === null) this.#drop(conn);
       return request ?? undefined;

@@ -130,9 +130,11 @@ async function command(options: ServerOptions, word: string): Promise<string> {
         ? `${word}\n${options.name}`
         : request(s, word, options),
     );
-    // The seed's relay answers nothing on success and closes.
+    // The seed's (v1) relay answers nothing on success and closes; a v2
+    // relay always answers.
     const reply = await s.read().catch((e) => {
-      if (e instanceof RelayError && e.code === "CLOSED") return Word.OK;
+      const v1 = s.nonce === undefined;
+      if (v1 && e instanceof RelayError && e.code === "CLOSED") return Word.OK;
       throw e;
     });
     s.conn.close();

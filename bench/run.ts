@@ -10,8 +10,10 @@
  *
  * Peers: `direct` (no relay: the floor), `socat` (pairs once: throughput and
  * round trips only), `node` and `naive-deno` (the afternoon relays of
- * `../shared/bench/peers/`), `project` (this relay, read/write loops) and
- * `project-streams` (this relay with `--data-path streams`).
+ * `../shared/bench/peers/`), `project` (this relay, read/write loops),
+ * `project-streams` (this relay with `--data-path streams`) and
+ * `project-small-heap` (this relay with V8's young generation capped at 1 MB:
+ * `deno run --v8-flags=--max-semi-space-size=1`).
  *
  * @module
  */
@@ -26,7 +28,8 @@ const { values: flags } = parseArgs({
   options: {
     peers: {
       type: "string",
-      default: "direct,socat,node,naive-deno,project,project-streams",
+      default:
+        "direct,socat,node,naive-deno,project,project-streams,project-small-heap",
     },
     bytes: { type: "string", default: "1000000000" },
     pings: { type: "string", default: "10000" },
@@ -100,6 +103,23 @@ if (
 
 const SP = 18110, CP = 19110;
 const deno = Deno.execPath();
+/** `deno run` of this relay on the bench's ports, as a user runs it. */
+function relayArgs(denoFlags: string[] = [], flags: string[] = []): string[] {
+  return [
+    "run",
+    "-A",
+    ...denoFlags,
+    `${root}relay.ts`,
+    "--host",
+    "127.0.0.1",
+    "--client-port",
+    `${CP}`,
+    "--server-port",
+    `${SP}`,
+    ...flags,
+  ];
+}
+
 const peerCommands: Record<string, [string, string[], string] | null> = {
   direct: null,
   socat: ["socat", [
@@ -116,30 +136,13 @@ const peerCommands: Record<string, [string, string[], string] | null> = {
     `${CP}`,
     `${SP}`,
   ], "seed"],
-  project: [deno, [
-    "run",
-    "-A",
-    `${root}relay.ts`,
-    "--host",
-    "127.0.0.1",
-    "--client-port",
-    `${CP}`,
-    "--server-port",
-    `${SP}`,
-  ], "seed"],
-  "project-streams": [deno, [
-    "run",
-    "-A",
-    `${root}relay.ts`,
-    "--host",
-    "127.0.0.1",
-    "--client-port",
-    `${CP}`,
-    "--server-port",
-    `${SP}`,
-    "--data-path",
-    "streams",
-  ], "seed"],
+  project: [deno, relayArgs(), "seed"],
+  "project-streams": [deno, relayArgs([], ["--data-path", "streams"]), "seed"],
+  "project-small-heap": [
+    deno,
+    relayArgs(["--v8-flags=--max-semi-space-size=1"]),
+    "seed",
+  ],
 };
 
 async function waitForPort(port: number): Promise<void> {

@@ -1,0 +1,285 @@
+// The credentials store through the relay's command line: `relay.ts names`,
+// a running relay picking up changes (file change, SIGHUP) without dropping
+// active pairs, open registration persisted across a restart, and kill -9
+// losing no acknowledged registration.
+
+import {
+  deepStrictEqual as assertEquals,
+  ok,
+  rejects,
+} from "node:assert/strict";
+import { join } from "node:path";
+import { accept, connect, RelayError, reserve } from "../mod.ts";
+import { bytes, readAll, readExactly, text } from "./_helpers.ts";
+import { Proc } from "./_proc.ts";
+
+const ROOT = new URL("..", import.meta.url);
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** Runs `relay.ts args` to the end (killed after 20 s). */
+async function relayCli(...args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "relay.ts", ...args],
+    cwd: ROOT,
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+    signal: AbortSignal.timeout(20_000),
+  }).output();
+  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+}
+
+/** `relay.ts names args --data dir`, expected to exit 0; its stdout. */
+async function names(dir: string, ...args: string[]): Promise<string> {
+  const r = await relayCli("names", ...args, "--data", dir);
+  assertEquals(r.code, 0, r.stderr);
+  return r.stdout;
+}
+
+/** The value printed on the line `label: value` of `out`. */
+function field(out: string, label: string): string | undefined {
+  return new RegExp(`^${label}:\\s*(\\S+)$`, "m").exec(out)?.[1];
+}
+
+/** A temporary store folder, removed on disposal. */
+async function tempDir() {
+  const dir = await Deno.makeTempDir({ prefix: "tcp-relay-names-" });
+  return {
+    dir,
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  return port;
+}
+
+/** relay.ts on fixed free ports, once it logs that it listens; disposing of it kills it. */
+async function relayProc(...extra: string[]) {
+  const [server, client] = [freePort(), freePort()];
+  const proc = Proc.deno("relay.ts", [
+    "--host=127.0.0.1",
+    `--server-port=${server}`,
+    `--client-port=${client}`,
+    ...extra,
+  ]);
+  await proc.waitErr(/Relay listening/);
+  return {
+    proc,
+    server: `127.0.0.1:${server}`,
+    client: `127.0.0.1:${client}`,
+    [Symbol.asyncDispose]: () => proc[Symbol.asyncDispose](),
+  };
+}
+
+type Relay = { server: string; client: string };
+
+/** A server (with `secret`) and a client paired through `relay` under `name`, which must be reserved or owned. */
+async function pair(relay: Relay, name: string, secret?: string) {
+  const served = accept({ relay: relay.server, name, secret, timeout: 5000 });
+  try {
+    const c = await connect({ relay: relay.client, name, timeout: 5000 });
+    return { s: await served, c };
+  } catch (e) {
+    served.then((s) => s.close(), () => {});
+    throw e;
+  }
+}
+
+/** `msg` written on `from` arrives on `to`. */
+async function send(from: Deno.Conn, to: Deno.Conn, msg: string) {
+  await from.write(bytes(msg));
+  assertEquals(text(await readExactly(to, bytes(msg).length)), msg);
+}
+
+/** A request and its answer through a pair, each side half-closing. */
+async function exchange(relay: Relay, name: string, secret?: string) {
+  const { s, c } = await pair(relay, name, secret);
+  using _s = s, _c = c;
+  await c.write(bytes("request"));
+  await c.closeWrite();
+  assertEquals(text(await readAll(s)), "request");
+  await s.write(bytes("answer"));
+  await s.closeWrite();
+  assertEquals(text(await readAll(c)), "answer");
+}
+
+function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
+  return rejects(p, (e) => e instanceof RelayError && e.code === code);
+}
+
+Deno.test("names add prints a secret (and with --private a key), list marks private names, remove removes", async () => {
+  await using tmp = await tempDir();
+  const added = await names(tmp.dir, "add", "home-ssh");
+  const secret = field(added, "secret");
+  ok(secret && HEX64.test(secret), added);
+  assertEquals(field(added, "key"), undefined);
+  const priv = await names(tmp.dir, "add", "nas", "--private");
+  const [s2, key] = [field(priv, "secret"), field(priv, "key")];
+  ok(s2 && HEX64.test(s2) && key && HEX64.test(key), priv);
+  ok(new Set([secret, s2, key]).size === 3, "secrets and key all differ");
+  assertEquals(await names(tmp.dir, "list"), "home-ssh\nnas (private)\n");
+  assertEquals(await names(tmp.dir, "remove", "home-ssh"), "");
+  assertEquals(await names(tmp.dir, "list"), "nas (private)\n");
+  const mode = (await Deno.stat(join(tmp.dir, "names.json"))).mode! & 0o777;
+  assertEquals(mode.toString(8), "600");
+});
+
+Deno.test("names add of an existing name, bad names and a missing --data exit 2 with a clear message", async () => {
+  await using tmp = await tempDir();
+  const first = field(await names(tmp.dir, "add", "taken"), "secret");
+  const again = await relayCli("names", "add", "taken", "--data", tmp.dir);
+  assertEquals(again.code, 2, again.stderr);
+  ok(/taken exists/.test(again.stderr), again.stderr);
+  assertEquals(again.stdout, "");
+  const bad = await relayCli("names", "add", "a b", "--data", tmp.dir);
+  assertEquals(bad.code, 2, bad.stderr);
+  ok(/Invalid name/.test(bad.stderr), bad.stderr);
+  const noData = await relayCli("names", "add", "other");
+  assertEquals(noData.code, 2, noData.stderr);
+  ok(/--data/.test(noData.stderr), noData.stderr);
+  const missing = await relayCli(
+    "names",
+    "remove",
+    "nobody",
+    "--data",
+    tmp.dir,
+  );
+  assertEquals(missing.code, 1, missing.stderr);
+  ok(/nobody/.test(missing.stderr), missing.stderr);
+  // Nothing of that changed the store.
+  const stored = JSON.parse(
+    await Deno.readTextFile(join(tmp.dir, "names.json")),
+  );
+  assertEquals(Object.keys(stored.names), ["taken"]);
+  assertEquals(stored.names.taken.secret, first);
+});
+
+Deno.test("a running relay picks up a name added by another process, and an active pair on it keeps relaying", async () => {
+  await using tmp = await tempDir();
+  await using relay = await relayProc("--data", tmp.dir);
+  // An active pair on the name while it is still open to anyone.
+  await reserve({ relay: relay.server, name: "home" });
+  const { s, c } = await pair(relay, "home");
+  using _s = s, _c = c;
+  await send(c, s, "before");
+  const secret = field(await names(tmp.dir, "add", "home"), "secret")!;
+  await relay.proc.waitErr(/Credentials reloaded from/);
+  // No drop on reload: the pair goes on both ways, half-close included.
+  await send(s, c, "after, from the server");
+  await send(c, s, "after, from the client");
+  await c.closeWrite();
+  assertEquals(text(await readAll(s)), "");
+  await s.write(bytes("bye"));
+  await s.closeWrite();
+  assertEquals(text(await readAll(c)), "bye");
+  // The name is now owned: its secret is needed to serve it.
+  await rejectsWith(accept({ relay: relay.server, name: "home" }), "AUTH");
+  await rejectsWith(
+    accept({ relay: relay.server, name: "home", secret: "ab".repeat(32) }),
+    "AUTH",
+  );
+  await exchange(relay, "home", secret);
+});
+
+Deno.test("SIGHUP makes the relay reload its credentials and it keeps serving", async () => {
+  await using tmp = await tempDir();
+  const secret = field(await names(tmp.dir, "add", "hup"), "secret")!;
+  await using relay = await relayProc("--data", tmp.dir);
+  ok(/1 owned names/.test(relay.proc.err), relay.proc.err);
+  relay.proc.kill("SIGHUP");
+  await relay.proc.waitErr(/Credentials reloaded(?! from)/);
+  ok(!relay.proc.exited, "the relay exited on SIGHUP");
+  await exchange(relay, "hup", secret);
+  await rejectsWith(accept({ relay: relay.server, name: "hup" }), "AUTH");
+});
+
+Deno.test("open registration persists: after a restart the name is still owned by the secret reserve() returned", async () => {
+  await using tmp = await tempDir();
+  let secret: string | undefined;
+  {
+    await using relay = await relayProc(
+      ...["--data", tmp.dir, "--open-registration"],
+    );
+    ({ secret } = await reserve({ relay: relay.server, name: "mine" }));
+    ok(secret && HEX64.test(secret), `secret ${secret}`);
+    await rejectsWith(reserve({ relay: relay.server, name: "mine" }), "USED");
+    relay.proc.kill("SIGTERM");
+    assertEquals((await relay.proc.status()).code, 0, relay.proc.err);
+  }
+  await using relay = await relayProc("--data", tmp.dir);
+  await rejectsWith(accept({ relay: relay.server, name: "mine" }), "AUTH");
+  await exchange(relay, "mine", secret);
+  assertEquals(await names(tmp.dir, "list"), "mine\n");
+});
+
+Deno.test("kill -9 during open registrations loses no acknowledged name", async () => {
+  await using tmp = await tempDir();
+  await using relay = await relayProc(
+    ...["--data", tmp.dir, "--open-registration"],
+  );
+  const acknowledged = new Map<string, string>();
+  const KILL_AFTER = 24;
+  const silent: string[] = []; // resolved without a secret: no acknowledgement
+  let next = 0, killed = false;
+  // Four registrations in flight at a time, so the kill lands mid-write.
+  await Promise.all(Array.from({ length: 4 }, async () => {
+    for (;;) {
+      const name = `k${next++}`;
+      try {
+        const { secret } = await reserve({
+          relay: relay.server,
+          name,
+          timeout: 5000,
+        });
+        if (secret) acknowledged.set(name, secret);
+        else silent.push(name);
+      } catch (e) {
+        if (killed && e instanceof RelayError) return; // the relay is gone
+        throw e;
+      }
+      if (acknowledged.size === KILL_AFTER && !killed) {
+        killed = true;
+        relay.proc.kill("SIGKILL");
+      }
+    }
+  }));
+  assertEquals((await relay.proc.status()).signal, "SIGKILL");
+  ok(acknowledged.size >= KILL_AFTER, `${acknowledged.size} acknowledged`);
+  const listed = new Set((await names(tmp.dir, "list")).trim().split("\n"));
+  const lost = [...acknowledged.keys()].filter((n) => !listed.has(n));
+  assertEquals(lost, [], `acknowledged but lost: ${lost.join(" ")}`);
+  const stored = JSON.parse(
+    await Deno.readTextFile(join(tmp.dir, "names.json")),
+  ).names;
+  for (const [name, secret] of acknowledged) {
+    assertEquals(stored[name].secret, secret, `secret of ${name}`);
+  }
+  // A relay that dies before answering must not look like a success.
+  assertEquals(
+    silent,
+    [],
+    "reserve() resolved (no secret, no error) though the relay died before answering",
+  );
+});
+
+Deno.test("reserve() rejects with CLOSED when a v2 relay closes without answering, instead of resolving", async () => {
+  // A v2 relay that reads the request and dies before its answer.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const relay = (async () => {
+    using conn = await listener.accept();
+    await conn.write(bytes("SERVER\n"));
+    await readExactly(conn, "HELLO 2\n".length);
+    await conn.write(bytes(`HELLO 2 ${"0".repeat(32)}\n`));
+    await readExactly(conn, "RESERVE dies\n".length);
+  })();
+  try {
+    const server = `127.0.0.1:${listener.addr.port}`;
+    await rejectsWith(reserve({ relay: server, name: "dies" }), "CLOSED");
+  } finally {
+    await relay;
+    listener.close();
+  }
+});

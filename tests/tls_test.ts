@@ -1,0 +1,348 @@
+// TLS on both ports with certificates made here by openssl: helpers pairing
+// over TLS (bytes and half-close each way), untrusted certificates, plain TCP
+// peers on a TLS relay, and the executables' --tls-cert/--tls-key, --tls, --ca.
+
+import {
+  deepStrictEqual as assertEquals,
+  ok,
+  rejects,
+} from "node:assert/strict";
+import { join } from "node:path";
+import { accept, connect, RelayError, reserve } from "../mod.ts";
+import {
+  bytes,
+  ends,
+  firstDifference,
+  randomBytes,
+  Raw,
+  readAll,
+  readExactly,
+  startRelay,
+  type TestRelay,
+  text,
+  until,
+} from "./_helpers.ts";
+import { Proc } from "./_proc.ts";
+
+const ROOT = new URL("..", import.meta.url);
+
+/** Whether openssl can be run; the TLS tests are ignored without it. */
+async function hasOpenssl(): Promise<boolean> {
+  try {
+    return (await new Deno.Command("openssl", { args: ["version"] }).output())
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+const OPENSSL = await hasOpenssl();
+if (!OPENSSL) {
+  console.log(
+    "tls_test.ts: ignored, openssl is not installed (CI installs it)",
+  );
+}
+
+/** A test that needs openssl. */
+function tlsTest(name: string, fn: () => Promise<void>) {
+  Deno.test({ name, ignore: !OPENSSL, fn });
+}
+
+/**
+ * A self-signed end-entity certificate for CN=localhost, IP 127.0.0.1, in a
+ * temporary folder removed on disposal. `CA:FALSE` is needed: openssl's
+ * default for `req -x509` is a CA certificate, which rustls refuses as a
+ * server's (CaUsedAsEndEntity).
+ */
+async function makeCert() {
+  const dir = await Deno.makeTempDir({ prefix: "tcp-relay-tls-" });
+  const certPath = join(dir, "cert.pem"), keyPath = join(dir, "key.pem");
+  const out = await new Deno.Command("openssl", {
+    args: [
+      ...["req", "-x509", "-newkey", "ec"],
+      ...["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"],
+      ...["-subj", "/CN=localhost"],
+      ...["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+      ...["-addext", "basicConstraints=critical,CA:FALSE"],
+      ...["-keyout", keyPath, "-out", certPath],
+    ],
+  }).output();
+  ok(out.success, text(out.stderr));
+  return {
+    dir,
+    certPath,
+    keyPath,
+    cert: await Deno.readTextFile(certPath),
+    key: await Deno.readTextFile(keyPath),
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+/** A TLS server and client paired through `relay` under `name`. */
+async function tlsPair(relay: TestRelay, name: string, caCerts: string[]) {
+  const served = accept({ relay: relay.server, name, tls: true, caCerts });
+  try {
+    await until(() => relay.stats().parked[name] === 1, "the server to park");
+    const c = await connect({ relay: relay.client, name, tls: true, caCerts });
+    return { s: await served, c };
+  } catch (e) {
+    served.then((s) => s.close(), () => {});
+    throw e;
+  }
+}
+
+/** A request and its answer over a TLS pair, then every connection gone. */
+async function tlsPairWorks(relay: TestRelay, caCerts: string[]) {
+  const { s, c } = await tlsPair(relay, "healthy", caCerts);
+  using _s = s, _c = c;
+  await c.write(bytes("ping"));
+  await c.closeWrite();
+  assertEquals(text(await readAll(s)), "ping");
+  await s.write(bytes("pong"));
+  await s.closeWrite();
+  assertEquals(text(await readAll(c)), "pong");
+  await until(() => relay.stats().connections === 0, "connections at 0");
+}
+
+/** Whether `p` settles within `ms` (a bound against hanging, not a speed test). */
+async function settlesWithin(p: Promise<unknown>, ms: number) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((r) =>
+    timer = setTimeout(() => r(false), ms)
+  );
+  try {
+    return await Promise.race([p.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function rejectsWith(p: Promise<unknown>, code: string, message: RegExp) {
+  return rejects(
+    p,
+    (e) =>
+      e instanceof RelayError && e.code === code && message.test(e.message),
+  );
+}
+
+tlsTest(
+  "over TLS, accept and connect pair as TlsConns and carry bytes both ways and a half-close",
+  async () => {
+    await using tls = await makeCert();
+    await using relay = startRelay({ tls: { cert: tls.cert, key: tls.key } });
+    const { s, c } = await tlsPair(relay, "secure", [tls.cert]);
+    using _s = s, _c = c;
+    for (const conn of [s, c]) {
+      const info = await conn.handshake(); // a TlsConn's own method
+      ok(info && typeof info === "object", "TLS handshake info");
+    }
+    const up = randomBytes(300_000, 7), down = randomBytes(200_000, 8);
+    const [, gotUp, , gotDown] = await Promise.all([
+      c.write(up).then(async function all(n): Promise<void> {
+        if (n < up.length) await all(n + await c.write(up.subarray(n)));
+      }),
+      readExactly(s, up.length),
+      s.write(down).then(async function all(n): Promise<void> {
+        if (n < down.length) await all(n + await s.write(down.subarray(n)));
+      }),
+      readExactly(c, down.length),
+    ]);
+    assertEquals(firstDifference(gotUp, up), -1);
+    assertEquals(firstDifference(gotDown, down), -1);
+    // The client half-closes: the server reads the rest, then the end of stream...
+    await c.write(bytes("last request"));
+    await c.closeWrite();
+    assertEquals(text(await readAll(s)), "last request");
+    // ... and can still answer, which the client reads to its end.
+    await s.write(bytes("answer after the half-close"));
+    await s.closeWrite();
+    assertEquals(text(await readAll(c)), "answer after the half-close");
+    await until(() => relay.stats().connections === 0, "connections at 0");
+  },
+);
+
+tlsTest(
+  "a helper that does not trust the relay's certificate fails with UNREACHABLE naming TLS; the relay goes on serving",
+  async () => {
+    await using tls = await makeCert();
+    await using relay = startRelay({ tls: { cert: tls.cert, key: tls.key } });
+    await rejectsWith(
+      connect({ relay: relay.client, name: "x", tls: true }),
+      "UNREACHABLE",
+      /TLS/,
+    );
+    await rejectsWith(
+      accept({ relay: relay.server, name: "x", tls: true, timeout: 2000 }),
+      "UNREACHABLE",
+      /TLS/,
+    );
+    // A certificate of another relay does not do either.
+    await using other = await makeCert();
+    await rejectsWith(
+      connect({
+        relay: relay.client,
+        name: "x",
+        tls: true,
+        caCerts: [other.cert],
+      }),
+      "UNREACHABLE",
+      /TLS/,
+    );
+    await tlsPairWorks(relay, [tls.cert]);
+  },
+);
+
+/**
+ * Plain TCP peers on both ports of a TLS relay with a 200 ms handshake
+ * timeout: each must be closed (3 s allowed), the relay's count of
+ * connections must return to 0, and a TLS pair must then work.
+ */
+async function plainPeersAreClosed(speak: boolean) {
+  await using tls = await makeCert();
+  await using relay = startRelay({
+    tls: { cert: tls.cert, key: tls.key },
+    handshakeTimeout: 200,
+  });
+  const peers = await Promise.all([
+    Raw.open(relay.serverAddr.port),
+    Raw.open(relay.clientAddr.port),
+  ]);
+  if (speak) {
+    await peers[0].send("HELLO 2\nCONNECT n\n");
+    await peers[1].send("n\n");
+  }
+  try {
+    if (speak) {
+      ok(
+        await settlesWithin(Promise.all(peers.map((p) => ends(p.conn))), 3000),
+        "plain TCP peers still open 3 s after a 200 ms handshake timeout",
+      );
+    } else {
+      // Deno 2.9 does not close a TlsConn whose handshake never began until
+      // the peer sends or leaves (see README, known limits): the relay can
+      // only refuse it at the timeout and go on serving.
+      await until(() => relay.stats().refusals >= 2, "both refused", 3000);
+    }
+  } finally {
+    for (const p of peers) p.close();
+    // If the relay left them open, its writes on them fail now: let that
+    // happen inside this test, not in the next one.
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await until(() => relay.stats().connections === 0, "connections at 0");
+  await tlsPairWorks(relay, [tls.cert]);
+}
+
+tlsTest(
+  "plain TCP peers speaking the protocol to a TLS relay are closed; the relay goes on serving",
+  () => plainPeersAreClosed(true),
+);
+
+tlsTest(
+  "silent plain TCP peers (v1 peers waiting for the greeting) on a TLS relay are refused at the handshake timeout; the relay goes on serving",
+  () => plainPeersAreClosed(false),
+);
+
+/** Runs `script args` to the end (killed after 20 s). */
+async function run(script: string, ...args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, ...args],
+    cwd: ROOT,
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+    signal: AbortSignal.timeout(20_000),
+  }).output();
+  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  return port;
+}
+
+/** A local service: reads to EOF, then answers "echo:" + what it read. */
+function echoService() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const handled: Promise<void>[] = [];
+  const loop = (async () => {
+    for await (const conn of listener) {
+      handled.push(
+        (async () => {
+          using c = conn;
+          await c.write(bytes("echo:" + text(await readAll(c))));
+        })().catch(() => {}),
+      );
+    }
+  })();
+  return {
+    to: `127.0.0.1:${listener.addr.port}`,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await loop;
+      await Promise.all(handled);
+    },
+  };
+}
+
+tlsTest(
+  "relay.ts --tls-cert/--tls-key with server.ts and client.ts --tls --ca --stdio: a request comes back",
+  async () => {
+    await using tls = await makeCert();
+    const [sp, cp] = [freePort(), freePort()];
+    await using relay = Proc.deno("relay.ts", [
+      "--host=127.0.0.1",
+      `--server-port=${sp}`,
+      `--client-port=${cp}`,
+      ...["--tls-cert", tls.certPath, "--tls-key", tls.keyPath],
+    ]);
+    await relay.waitErr(/Relay listening/);
+    await using echo = echoService();
+    const trust = ["--tls", "--ca", tls.certPath];
+    await reserve({
+      relay: `127.0.0.1:${sp}`,
+      name: "tls-stdio",
+      tls: true,
+      caCerts: [tls.cert],
+    });
+    await using _server = Proc.deno("server.ts", [
+      ...["--relay", `127.0.0.1:${sp}`, "--name", "tls-stdio", "--to", echo.to],
+      ...trust,
+    ]);
+    await using client = Proc.deno("client.ts", [
+      ...["--relay", `127.0.0.1:${cp}`, "--name", "tls-stdio", "--stdio"],
+      ...trust,
+    ], true);
+    await client.write("request over TLS");
+    await client.closeStdin();
+    assertEquals((await client.status()).code, 0, client.err);
+    assertEquals(client.out, "echo:request over TLS");
+  },
+);
+
+tlsTest(
+  "--tls-cert without --tls-key, and --ca without --tls, exit 2 and say so",
+  async () => {
+    await using tls = await makeCert();
+    const relay = await run("relay.ts", "--tls-cert", tls.certPath);
+    assertEquals(relay.code, 2, relay.stderr);
+    ok(/--tls-key/.test(relay.stderr), relay.stderr);
+    const base = [
+      "--relay",
+      "127.0.0.1:1",
+      "--name",
+      "n",
+      "--ca",
+      tls.certPath,
+    ];
+    const [server, client] = await Promise.all([
+      run("server.ts", ...base, "--to", "127.0.0.1:1"),
+      run("client.ts", ...base, "--stdio"),
+    ]);
+    for (const r of [server, client]) {
+      assertEquals(r.code, 2, r.stderr);
+      ok(/--ca goes with --tls/.test(r.stderr), r.stderr);
+    }
+  },
+);
