@@ -196,38 +196,20 @@ function pump(
 ): void {
   const fail = () => end(true);
   const ended = () => end(false);
-  // While data streams, the next read runs during the write of the last
-  // chunk (two large buffers per direction); a quiet direction holds one read.
-  let reading = false, writing = false, held: Chunk | undefined;
-  const next = (): void => {
-    reading = true;
-    src.read().then(onChunk, fail);
-  };
+  const next = (): void => void src.read().then(onChunk, fail);
   const onChunk = (chunk: Chunk): void => {
-    reading = false;
-    if (writing) held = chunk;
-    else consume(chunk);
-  };
-  const consume = (chunk: Chunk): void => {
     if (chunk === null) {
       if (last()) return ended();
       return void dst.closeWrite().then(ended, ended);
     }
-    writing = true;
-    if (chunk.length >= SMALL_BUFFER) next();
     write(chunk, 0);
   };
   const write = (chunk: Uint8Array, off: number): void =>
     void dst.write(off ? chunk.subarray(off) : chunk).then((n) => {
       if (off + n < chunk.length) return write(chunk, off + n);
-      writing = false;
       onBytes?.(chunk.length);
       giveBack(chunk);
-      if (held !== undefined) {
-        const c = held;
-        held = undefined;
-        consume(c);
-      } else if (!reading) next();
+      next();
     }, fail);
   next();
 }
