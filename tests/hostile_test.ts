@@ -1,155 +1,37 @@
 // Hostile peers against an in-process relay with owned names (issue 4): random
-// bytes, resets at every handshake step, idle handshakes, endless lines,
-// wrong/stale/replayed proofs, v1 peers on owned names, a slow reader. All
-// randomness is seeded (the seed is in each test's name); each test ends with
-// a healthy pair and the relay's connections back to 0.
+// bytes, resets at every handshake step, idle handshakes, endless lines (the
+// proofs, v1 peers on owned names and a slow reader are in proofs_test.ts).
+// All randomness is seeded (the seed is in each test's name); each test ends
+// with a healthy pair and the relay's connections back to 0.
 
-import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
+import { ok } from "node:assert/strict";
 import { once } from "node:events";
 import type net from "node:net";
 import { proof } from "../_auth.ts";
 import { writeAll } from "../_protocol.ts";
-import { accept, connect } from "../mod.ts";
-import type { NameOwners, RelayOptions } from "../relay.ts";
 import {
-  firstDifference,
   healthyPairWorks,
   inParallel,
   randomBytes,
   Raw,
-  readAll,
   reset,
   resettable,
-  startRelay,
   type TestRelay,
   until,
 } from "./_helpers.ts";
 
-const SECRET = "a1".repeat(32), KEY = "b2".repeat(32);
-const latin1 = new TextDecoder("latin1");
-const TABLE: Record<string, { secret: string; clientKey?: string }> = {
-  owned: { secret: SECRET },
-  spare: { secret: SECRET },
-  private: { secret: SECRET, clientKey: KEY },
-};
-/** "owned" and "spare" (secret only), "private" (secret and clients' key). */
-const NAMES: NameOwners = { get: (name) => TABLE[name] };
-
-/** A relay with those names and its limits applied to loopback peers too. */
-const hostileRelay = (o: RelayOptions = {}) =>
-  startRelay({
-    names: NAMES,
-    ...o,
-    limits: { limitLoopback: true, ...o.limits },
-  });
-
-/** A seeded xorshift32 generator of whole numbers below `n`. */
-function prng(seed: number): (n: number) => number {
-  let x = seed >>> 0 || 1;
-  return (n) => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) % n;
-  };
-}
-
-const hex = (b: Uint8Array) =>
-  Array.from(b, (x) => (x + 256).toString(16).slice(1)).join("");
-const bytesOf = (s: string) =>
-  Uint8Array.from(s, (ch) => ch.charCodeAt(0) & 0xff);
-
-/** `p`, or a rejection naming `what` after `ms`: a regression fails, not hangs. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) =>
-    timer = setTimeout(() => reject(new Error(`Timed out: ${what}`)), ms)
-  );
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-const connections0 = (relay: TestRelay) =>
-  until(() => relay.stats().connections === 0, "connections to return to 0");
-
-/** A raw v2 handshake on `port`: greeting read, HELLO 2 sent, nonce read. */
-async function hello(port: number): Promise<{ raw: Raw; nonce: string }> {
-  const raw = await Raw.open(port);
-  await raw.line();
-  await raw.send("HELLO 2\n");
-  const reply = (await raw.line()) ?? "";
-  ok(/^HELLO 2 [0-9a-f]{32}$/.test(reply), `bad HELLO reply ${reply}`);
-  return { raw, nonce: reply.slice(8) };
-}
-
-/** A nonce the relay issued on a connection that was then dropped. */
-const staleNonce = (port: number) =>
-  hello(port).then((h) => (h.raw.close(), h.nonce));
-
-/** Sends the v2 request `request(nonce)` on `port`; the rest of the stream as text. */
-async function v2Say(port: number, request: (nonce: string) => string) {
-  const { raw, nonce } = await hello(port);
-  using _r = raw;
-  const sent = request(nonce);
-  await raw.send(`${sent}\n`);
-  const reading = raw.text().catch((e) => String(e));
-  return {
-    sent,
-    answer: await within(reading, 3000, "no answer").catch(String),
-  };
-}
-
-/** The owner of "owned" parked over v2 (PARKED read), with the line it sent. */
-async function parkOwner(relay: TestRelay) {
-  const { raw, nonce } = await hello(relay.serverAddr.port);
-  const sent = `CONNECT owned ${proof(SECRET, nonce, "CONNECT", "owned")}`;
-  await raw.send(`${sent}\n`);
-  ok((await raw.line())?.startsWith("PARKED"), "the owner is not parked");
-  return Object.assign(raw, { sent });
-}
-
-/** Seeded bytes both ways over a paired client `c` and server `s`, with half-closes. */
-async function exchange(c: Deno.TcpConn, s: Deno.TcpConn, seed: number) {
-  const up = randomBytes(3000, seed), down = randomBytes(2000, seed + 1);
-  await writeAll(c, up);
-  await c.closeWrite();
-  assertEquals(await readAll(s), up, `client to server, seed ${seed}`);
-  await writeAll(s, down);
-  await s.closeWrite();
-  assertEquals(await readAll(c), down, `server to client, seed ${seed}`);
-}
-
-/** A v1 client pairs with the parked owner, whose next line is CONNECTED. */
-async function ownerPairs(relay: TestRelay, owner: Raw, seed: number) {
-  ok(relay.stats().parked.owned === 1, "the owner is no longer parked");
-  using c = await Raw.open(relay.clientAddr.port);
-  await c.send("owned\n");
-  assertEquals([await c.line(), await c.line()], ["CLIENT", "CONNECTED"]);
-  assertEquals(await owner.line(), "CONNECTED");
-  await exchange(c.conn, owner.conn, seed);
-  await connections0(relay);
-}
-
-/** A live v2 pair through the helpers under `name` (with its secrets), bytes checked. */
-async function livePair(relay: TestRelay, name: string, seed: number) {
-  const ac = new AbortController();
-  const { secret, clientKey: key } = TABLE[name] ?? {};
-  const opts = { name, timeout: 3000, signal: ac.signal };
-  const served = accept({ ...opts, relay: relay.server, secret });
-  try {
-    using c = await connect({ ...opts, relay: relay.client, key });
-    using s = await within(served, 3000, "the live server to be paired");
-    await exchange(c, s, seed);
-  } finally {
-    ac.abort();
-    await served.catch(() => {});
-  }
-}
-
-// 1. Random bytes.
+import {
+  bytesOf,
+  connections0,
+  hex,
+  hostileRelay,
+  KEY,
+  latin1,
+  livePair,
+  prng,
+  SECRET,
+  within,
+} from "./_hostile.ts";
 
 const FUZZ_SEED = 0x5eed01;
 const WORDS = ["CONNECT", "RESERVE", "RELEASE", "STOP", "HELLO 2", "owned"]
@@ -394,141 +276,3 @@ Deno.test("endless lines on both ports are cut at 256 bytes with an error line (
 });
 
 // 5. Proofs.
-
-Deno.test("wrong, stale and replayed proofs are refused for every command, and the owner stays parked (seed 5)", async () => {
-  await using relay = hostileRelay({
-    wait: 50,
-    limits: { maxFailedProofs: 1000 },
-  });
-  const sp = relay.serverAddr.port, cp = relay.clientAddr.port, next = prng(5);
-  const random = () => randomBytes(32, next(1e9));
-  using owner = await parkOwner(relay);
-  const commands: [string, number, string, string, string][] = [
-    // command, port, name, secret, the answer to a valid proof
-    ["CONNECT", sp, "owned", SECRET, "PARKED"],
-    ["RESERVE", sp, "owned", SECRET, "OK"],
-    ["RELEASE", sp, "spare", SECRET, "OK"],
-    ["CLIENT", cp, "private", KEY, "OFFLINE"],
-  ];
-  for (const [command, port, name, secret, valid] of commands) {
-    const line = (p: string) =>
-      (command === "CLIENT" ? `${name} ${p}` : `${command} ${name} ${p}`)
-        .trim();
-    // A valid proof works, once (CONNECT's is the parked owner's).
-    const captured = command === "CONNECT"
-      ? { sent: owner.sent, answer: valid }
-      : await v2Say(port, (n) => line(proof(secret, n, command, name)));
-    ok(captured.answer.startsWith(valid), `${command}: ${captured.answer}`);
-    const stale = await staleNonce(port), client = command === "CLIENT";
-    const other = client ? "CONNECT" : "CLIENT",
-      refused = client ? "NOEXIST\n" : "ERROR AUTH ";
-    const attempts: [string, (n: string) => string][] = [
-      ["missing", () => line("")],
-      ["wrong secret", (n) => line(proof(hex(random()), n, command, name))],
-      ["random", () => line(hex(random()))],
-      ["malformed", () => line("zz" + "0".repeat(62))],
-      ["other command", (n) => line(proof(secret, n, other, name))],
-      ["other name", (n) => line(proof(secret, n, command, "fz"))],
-      ["stale", () => line(proof(secret, stale, command, name))],
-      ["replayed", () => captured.sent],
-    ];
-    for (const [kind, request] of attempts) {
-      const { answer, sent } = await v2Say(port, request);
-      const want = kind === "missing" && command === "RESERVE"
-        ? "USED"
-        : refused;
-      ok(answer.startsWith(want), `${kind} proof (seed 5) ${sent}: ${answer}`);
-    }
-  }
-  await ownerPairs(relay, owner, 5);
-  await healthyPairWorks(relay);
-});
-
-Deno.test("after 5 failed proofs the 6th attempt, even valid, hears ERROR RATE; the owner stays parked (seed 6)", async () => {
-  await using relay = hostileRelay({ limits: { maxFailedProofs: 5 } });
-  const sp = relay.serverAddr.port, cp = relay.clientAddr.port;
-  using owner = await parkOwner(relay);
-  const valid = (command: string) => (n: string) =>
-    `${command} owned ${proof(SECRET, n, command, "owned")}`;
-  const reserved = await v2Say(sp, valid("RESERVE"));
-  assertEquals(reserved.answer, "OK\n");
-  const stale = await staleNonce(sp);
-  const wrong = (n: string) =>
-    proof(hex(randomBytes(32, 6)), n, "CONNECT", "owned");
-  const failures: [number, (n: string) => string, string][] = [
-    [sp, (n) => `CONNECT owned ${wrong(n)}`, "ERROR AUTH"],
-    [sp, () => valid("RESERVE")(stale), "ERROR AUTH"],
-    [sp, () => reserved.sent, "ERROR AUTH"],
-    [cp, (n) => `private ${proof(SECRET, n, "CLIENT", "private")}`, "NOEXIST"],
-    [sp, () => `RELEASE owned ${hex(randomBytes(32, 7))}`, "ERROR AUTH"],
-  ];
-  for (const [port, request, want] of failures) {
-    const { answer, sent } = await v2Say(port, request);
-    ok(answer.startsWith(want), `${sent}: ${answer}`);
-  }
-  for (const command of ["CONNECT", "RESERVE", "RELEASE"]) {
-    const { answer } = await v2Say(sp, valid(command));
-    ok(answer.startsWith("ERROR RATE"), `valid ${command}: ${answer}`);
-  }
-  const key = (n: string) => `private ${proof(KEY, n, "CLIENT", "private")}`;
-  assertEquals((await v2Say(cp, key)).answer, "NOEXIST\n");
-  await ownerPairs(relay, owner, 6);
-  await healthyPairWorks(relay);
-});
-
-// 6. v1 peers on owned names.
-
-Deno.test("a v1 peer cannot take an owned name or reach a private one; the owner stays parked (seed 7)", async () => {
-  await using relay = hostileRelay();
-  using owner = await parkOwner(relay);
-  const sp = relay.serverAddr.port, auth = /^SERVER\nERROR AUTH owned is owned/;
-  const cases: [number, string, RegExp][] = [
-    [sp, "CONNECT\nowned\n", auth],
-    [sp, "connect\r\nowned\r\n", auth],
-    [sp, "RELEASE\nowned\n", auth],
-    [sp, "RESERVE\nowned\n", /^SERVER\nUSED\n$/],
-    [relay.clientAddr.port, "private\n", /^CLIENT\nNOEXIST\n$/],
-  ];
-  for (const [port, input, want] of cases) {
-    using raw = await Raw.open(port);
-    await raw.send(input);
-    const got = await within(raw.text(), 3000, JSON.stringify(input));
-    ok(want.test(got), `${JSON.stringify(input)}: ${JSON.stringify(got)}`);
-  }
-  await ownerPairs(relay, owner, 7);
-  await healthyPairWorks(relay);
-});
-
-// 7. A slow reader.
-
-Deno.test("a slow reader stalls the writer with bounded buffering, then gets every byte (seed 8)", async () => {
-  await using relay = hostileRelay();
-  const payload = randomBytes(64 * 1024 * 1024, 8);
-  const served = accept({ relay: relay.server, name: "owned", secret: SECRET });
-  const c = await connect({ relay: relay.client, name: "owned" });
-  const s = await served;
-  let written = 0;
-  const writing = (async () => {
-    while (written < payload.length) {
-      written += await c.write(payload.subarray(written, written + 256 * 1024));
-    }
-    await c.closeWrite();
-  })();
-  // The server reads nothing: wait until the writer makes no progress for a while.
-  let last = -1, still = 0;
-  const stalled = () => {
-    still = written === last ? still + 1 : 0;
-    last = written;
-    return still >= 60;
-  };
-  await until(stalled, "the writer to stall", 20_000);
-  ok(written < payload.length, `all ${written} bytes taken: unbounded`);
-  const got = await readAll(s);
-  await writing;
-  const at = firstDifference(got, payload);
-  ok(at === -1, `${got.length} bytes, first difference at ${at}`);
-  s.close();
-  c.close();
-  await connections0(relay);
-  await healthyPairWorks(relay);
-});
