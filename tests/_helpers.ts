@@ -1,12 +1,16 @@
 // Shared by the tests: a relay on free ports, raw protocol sockets, pairs and
-// resets, and byte helpers.
+// resets, free ports, local services, temporary folders, RelayError checks,
+// and byte helpers.
 
 import {
   deepStrictEqual as assertEquals,
+  ok,
+  rejects,
   strictEqual,
 } from "node:assert/strict";
 import { once } from "node:events";
 import net from "node:net";
+import { accept, connect, RelayError, type RelayErrorCode } from "../mod.ts";
 import { type Relay, type RelayOptions, serveRelay } from "../relay.ts";
 import { readLineExact, writeAll } from "../_protocol.ts";
 
@@ -193,12 +197,8 @@ export async function reserve(relay: TestRelay, name: string): Promise<void> {
 export async function healthyPairWorks(relay: TestRelay): Promise<void> {
   const { s, c } = await pair(relay, "healthy");
   using _s = s, _c = c;
-  await c.send("ping");
-  await c.conn.closeWrite();
-  assertEquals(text(await readAll(s.conn)), "ping");
-  await s.send("pong");
-  await s.conn.closeWrite();
-  assertEquals(await c.text(), "pong");
+  await sendAndClose(c.conn, s.conn, "ping");
+  await sendAndClose(s.conn, c.conn, "pong");
   await until(
     () => relay.stats().connections === 0,
     "connections to return to 0",
@@ -250,4 +250,146 @@ export async function inParallel(
   await Promise.all(Array.from({ length: width }, async () => {
     while (next < n) await task(next++);
   }));
+}
+
+/**
+ * `n` distinct ports on 127.0.0.1 with nothing listening on them: all are
+ * listened on at once (so they differ), then closed.
+ */
+export function freePorts(n: number): number[] {
+  const ls = Array.from(
+    { length: n },
+    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+  );
+  for (const l of ls) l.close();
+  return ls.map((l) => l.addr.port);
+}
+
+/** One port on 127.0.0.1 with nothing listening on it: {@linkcode freePorts}. */
+export function freePort(): number {
+  return freePorts(1)[0];
+}
+
+/** A local service on 127.0.0.1; `await using` stops it. */
+export interface LocalService extends AsyncDisposable {
+  /** Its port. */
+  port: number;
+  /** Its address as "127.0.0.1:port" (server.ts's `--to`). */
+  to: string;
+}
+
+/**
+ * A local service on a free port: `handle` runs for each connection, which
+ * is closed after it (errors are ignored). Disposing of it stops listening,
+ * closes the connections still open and waits for every `handle`.
+ */
+export function localService(
+  handle: (conn: Deno.TcpConn) => Promise<void>,
+): LocalService {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const open = new Set<Deno.TcpConn>();
+  const handled: Promise<void>[] = [];
+  const close = (conn: Deno.TcpConn) => {
+    if (!open.delete(conn)) return;
+    try {
+      conn.close();
+    } catch {
+      // closed already
+    }
+  };
+  const loop = (async () => {
+    for await (const conn of listener) {
+      open.add(conn);
+      handled.push(handle(conn).catch(() => {}).finally(() => close(conn)));
+    }
+  })().catch(() => {});
+  return {
+    port: listener.addr.port,
+    to: `127.0.0.1:${listener.addr.port}`,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await loop;
+      for (const conn of [...open]) close(conn);
+      await Promise.all(handled);
+    },
+  };
+}
+
+/** A local service that reads to EOF, then answers "echo:" + what it read. */
+export function echoService(): LocalService {
+  return localService(async (conn) => {
+    await writeAll(conn, bytes("echo:" + text(await readAll(conn))));
+  });
+}
+
+/** Writes `msg` on `from`; `to` reads exactly that many bytes, and they are `msg`. */
+export async function send(
+  from: Deno.Conn,
+  to: Deno.Conn,
+  msg: string,
+): Promise<void> {
+  const data = bytes(msg);
+  await writeAll(from, data);
+  assertEquals(text(await readExactly(to, data.length)), msg);
+}
+
+/** Writes `msg` on `from` and half-closes it; `to` reads `msg`, then EOF. */
+export async function sendAndClose(
+  from: Deno.Conn,
+  to: Deno.Conn,
+  msg: string,
+): Promise<void> {
+  await writeAll(from, bytes(msg));
+  await from.closeWrite();
+  assertEquals(text(await readAll(to)), msg);
+}
+
+/**
+ * A server (`accept`, with `secret`) and a client (`connect`) paired through
+ * `relay` under `name`, which must be reserved or owned (5 s allowed each).
+ */
+export async function helperPair(
+  relay: { server: string; client: string },
+  name: string,
+  secret?: string,
+): Promise<{ s: Deno.TcpConn; c: Deno.TcpConn }> {
+  const served = accept({ relay: relay.server, name, secret, timeout: 5000 });
+  try {
+    const c = await connect({ relay: relay.client, name, timeout: 5000 });
+    return { s: await served, c };
+  } catch (e) {
+    served.then((s) => s.close(), () => {});
+    throw e;
+  }
+}
+
+/**
+ * Checks that `p` rejects with a RelayError of `code` (and, if given, a
+ * message matching `message`); returns the error.
+ */
+export async function rejectsWith(
+  p: Promise<unknown>,
+  code: RelayErrorCode,
+  message?: RegExp,
+): Promise<RelayError> {
+  let caught: unknown;
+  await rejects(p, (e) => {
+    caught = e;
+    return true;
+  });
+  ok(caught instanceof RelayError, `expected a RelayError, got ${caught}`);
+  strictEqual(caught.code, code, caught.message);
+  if (message) ok(message.test(caught.message), caught.message);
+  return caught;
+}
+
+/** A temporary folder whose name starts with `prefix`; disposal removes it. */
+export async function tempDir(
+  prefix: string,
+): Promise<AsyncDisposable & { dir: string }> {
+  const dir = await Deno.makeTempDir({ prefix });
+  return {
+    dir,
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
 }

@@ -1,7 +1,9 @@
 // A child process for tests that run the executables (or the Ruby stand-ins)
-// for real: its stdout and stderr collected as text, its stdin optional.
+// for real: its stdout and stderr collected as text, its stdin optional; and
+// the executables run that way: to the end, or relay.ts, server.ts and
+// client.ts left running.
 
-import { bytes } from "./_helpers.ts";
+import { bytes, freePorts, text } from "./_helpers.ts";
 
 /** The project root: the working directory of every child. */
 const ROOT = new URL("..", import.meta.url);
@@ -123,4 +125,96 @@ export class Proc implements AsyncDisposable {
     await this.closeStdin();
     await this.status();
   }
+}
+
+/** What {@linkcode run} returns: the exit code and the output as text. */
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `deno run -A script args` from the project root to the end, stdin
+ * closed; killed after 20 s, so that a wrong start cannot hang the test.
+ */
+export async function run(
+  script: string,
+  ...args: string[]
+): Promise<RunResult> {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), 20_000);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, ...args],
+    cwd: ROOT,
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+    signal: ac.signal,
+  }).output().finally(() => clearTimeout(timer));
+  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+}
+
+/** relay.ts running as a process: see {@linkcode relayProc}. */
+export interface RelayProc extends AsyncDisposable {
+  /** The process. */
+  proc: Proc;
+  /** The server port's address, "127.0.0.1:port". */
+  server: string;
+  /** The client port's address, "127.0.0.1:port". */
+  client: string;
+  /** The server port. */
+  serverPort: number;
+  /** The client port. */
+  clientPort: number;
+}
+
+/**
+ * relay.ts on 127.0.0.1 and two fixed free ports, with `extra` flags, once
+ * it logs that it listens; disposing of it kills it.
+ */
+export async function relayProc(...extra: string[]): Promise<RelayProc> {
+  const [serverPort, clientPort] = freePorts(2);
+  const proc = Proc.deno("relay.ts", [
+    "--host=127.0.0.1",
+    `--server-port=${serverPort}`,
+    `--client-port=${clientPort}`,
+    ...extra,
+  ]);
+  try {
+    await proc.waitErr(/Relay listening/);
+  } catch (e) {
+    await proc[Symbol.asyncDispose]();
+    throw e;
+  }
+  return {
+    proc,
+    server: `127.0.0.1:${serverPort}`,
+    client: `127.0.0.1:${clientPort}`,
+    serverPort,
+    clientPort,
+    [Symbol.asyncDispose]: () => proc[Symbol.asyncDispose](),
+  };
+}
+
+/** server.ts serving `name` at `relay` for the local service at `to`, with `extra` flags. */
+export function serverTs(
+  relay: string,
+  name: string,
+  to: string,
+  ...extra: string[]
+): Proc {
+  return Proc.deno("server.ts", [
+    ...["--relay", relay, "--name", name, "--to", to],
+    ...extra,
+  ]);
+}
+
+/** client.ts for `name` at `relay`, with `flags` (stdin piped for `--stdio`). */
+export function clientTs(
+  relay: string,
+  name: string,
+  ...flags: string[]
+): Proc {
+  const args = ["--relay", relay, "--name", name, ...flags];
+  return Proc.deno("client.ts", args, flags.includes("--stdio"));
 }

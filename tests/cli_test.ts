@@ -6,91 +6,29 @@ import {
   ok,
   rejects,
 } from "node:assert/strict";
-import { accept, connect, RelayError, reserve } from "../mod.ts";
-import { bytes, readAll, readExactly, startRelay, text } from "./_helpers.ts";
-import { Proc } from "./_proc.ts";
+import { connect, reserve } from "../mod.ts";
+import {
+  bytes,
+  echoService,
+  freePort,
+  helperPair,
+  readAll,
+  rejectsWith,
+  send,
+  sendAndClose,
+  startRelay,
+  text,
+} from "./_helpers.ts";
+import { clientTs, type Proc, relayProc, run, serverTs } from "./_proc.ts";
 
 const ROOT = new URL("..", import.meta.url);
 const VERSION: string = JSON.parse(
   Deno.readTextFileSync(new URL("deno.json", ROOT)),
 ).version;
 
-/** Runs `script args` to the end (killed after 20 s, so a wrong start cannot hang the test). */
-async function run(script: string, ...args: string[]) {
-  const ac = new AbortController();
-  const timer = setTimeout(() => ac.abort(), 20_000);
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-    signal: ac.signal,
-  }).output().finally(() => clearTimeout(timer));
-  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
-}
-
-/** relay.ts on fixed free ports, once it logs that it listens; disposing of it kills it. */
-async function relayProc(...extra: string[]) {
-  const [server, client] = [freePort(), freePort()];
-  const proc = Proc.deno("relay.ts", [
-    "--host=127.0.0.1",
-    `--server-port=${server}`,
-    `--client-port=${client}`,
-    ...extra,
-  ]);
-  await proc.waitErr(/Relay listening/);
-  return {
-    proc,
-    server: `127.0.0.1:${server}`,
-    client: `127.0.0.1:${client}`,
-    clientPort: client,
-    [Symbol.asyncDispose]: () => proc[Symbol.asyncDispose](),
-  };
-}
-
 /** The lines of `proc`'s stderr that match `re`. */
 function logLines(proc: Proc, re: RegExp): string[] {
   return proc.err.split("\n").filter((l) => re.test(l));
-}
-
-/** server.ts serving `name` at `relay` for the local service at `to`. */
-function serverTs(relay: string, name: string, to: string): Proc {
-  return Proc.deno("server.ts", ["--relay", relay, "--name", name, "--to", to]);
-}
-
-/** client.ts for `name` at `relay`, in `mode` (stdin piped for `--stdio`). */
-function clientTs(relay: string, name: string, ...mode: string[]): Proc {
-  const args = ["--relay", relay, "--name", name, ...mode];
-  return Proc.deno("client.ts", args, mode.includes("--stdio"));
-}
-
-/** A server and a client paired through `relay` under `name`. */
-async function pair(relay: { server: string; client: string }, name: string) {
-  await reserve({ relay: relay.server, name });
-  const served = accept({ relay: relay.server, name });
-  const c = await connect({ relay: relay.client, name });
-  return { s: await served, c };
-}
-
-/** Writes `msg` on `from`; `to` reads exactly that much, and it is `msg`. */
-async function send(from: Deno.Conn, to: Deno.Conn, msg: string) {
-  const data = bytes(msg);
-  await from.write(data);
-  assertEquals(text(await readExactly(to, data.length)), msg);
-}
-
-/** Writes `msg` on `from` and half-closes it; `to` reads `msg`, then EOF. */
-async function sendAndClose(from: Deno.Conn, to: Deno.Conn, msg: string) {
-  await from.write(bytes(msg));
-  await from.closeWrite();
-  assertEquals(text(await readAll(to)), msg);
 }
 
 /** Waits until nothing accepts connections on `port` any more. */
@@ -105,31 +43,6 @@ async function untilRefused(port: number, what: string) {
       return;
     }
   }
-}
-
-/** A local service: reads to EOF, then answers "echo:" + what it read. */
-function echoService() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const handled: Promise<void>[] = [];
-  const loop = (async () => {
-    for await (const conn of listener) {
-      handled.push(
-        (async () => {
-          using c = conn;
-          const got = await readAll(c);
-          await c.write(bytes("echo:" + text(got)));
-        })().catch(() => {}),
-      );
-    }
-  })();
-  return {
-    to: `127.0.0.1:${listener.addr.port}`,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      await loop;
-      await Promise.all(handled);
-    },
-  };
 }
 
 Deno.test("relay.ts --help exits 0 and describes the flags", async () => {
@@ -175,7 +88,8 @@ Deno.test("relay.ts exits 2 on a bad flag value and names the flag", async () =>
 
 Deno.test("relay process pairs a server with a client and logs the pairing with the name", async () => {
   await using relay = await relayProc();
-  const { s, c } = await pair(relay, "cli-pair");
+  await reserve({ relay: relay.server, name: "cli-pair" });
+  const { s, c } = await helperPair(relay, "cli-pair");
   using _s = s, _c = c;
   await sendAndClose(c, s, "ping");
   await sendAndClose(s, c, "pong");
@@ -185,9 +99,9 @@ Deno.test("relay process pairs a server with a client and logs the pairing with 
 
 Deno.test("relay process logs a refusal on one text line that names the name asked for", async () => {
   await using relay = await relayProc();
-  await rejects(
+  await rejectsWith(
     connect({ relay: relay.client, name: "ghost-name" }),
-    (e) => e instanceof RelayError && e.code === "NOEXIST",
+    "NOEXIST",
   );
   await relay.proc.waitErr(/Refused/);
   const lines = logLines(relay.proc, /Refused/);
@@ -201,7 +115,8 @@ Deno.test("relay process logs a refusal on one text line that names the name ask
 Deno.test("relay --log-format json writes JSON lines; the pairing record carries the name", async () => {
   await using relay = await relayProc("--log-format=json");
   {
-    const { s, c } = await pair(relay, "json-pair");
+    await reserve({ relay: relay.server, name: "json-pair" });
+    const { s, c } = await helperPair(relay, "json-pair");
     using _s = s, _c = c;
     await send(c, s, "x");
   }
@@ -235,7 +150,8 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
 
 Deno.test("relay process on SIGTERM lets an active pair finish within --drain-timeout, then exits 0", async () => {
   await using relay = await relayProc("--drain-timeout=20");
-  const { s, c } = await pair(relay, "draining");
+  await reserve({ relay: relay.server, name: "draining" });
+  const { s, c } = await helperPair(relay, "draining");
   using _s = s, _c = c;
   await send(c, s, "before");
   relay.proc.kill("SIGTERM");

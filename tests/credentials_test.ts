@@ -3,30 +3,24 @@
 // active pairs, open registration persisted across a restart, and kill -9
 // losing no acknowledged registration.
 
-import {
-  deepStrictEqual as assertEquals,
-  ok,
-  rejects,
-} from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
 import { join } from "node:path";
-import { accept, connect, RelayError, reserve } from "../mod.ts";
-import { bytes, readAll, readExactly, text } from "./_helpers.ts";
-import { Proc } from "./_proc.ts";
+import { accept, RelayError, reserve } from "../mod.ts";
+import {
+  bytes,
+  helperPair,
+  readExactly,
+  rejectsWith,
+  send,
+  sendAndClose,
+  tempDir,
+} from "./_helpers.ts";
+import { relayProc, run } from "./_proc.ts";
 
-const ROOT = new URL("..", import.meta.url);
 const HEX64 = /^[0-9a-f]{64}$/;
 
-/** Runs `relay.ts args` to the end (killed after 20 s). */
-async function relayCli(...args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "relay.ts", ...args],
-    cwd: ROOT,
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-    signal: AbortSignal.timeout(20_000),
-  }).output();
-  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
-}
+/** `relay.ts args` run to the end. */
+const relayCli = (...args: string[]) => run("relay.ts", ...args);
 
 /** `relay.ts names args --data dir`, expected to exit 0; its stdout. */
 async function names(dir: string, ...args: string[]): Promise<string> {
@@ -40,78 +34,20 @@ function field(out: string, label: string): string | undefined {
   return new RegExp(`^${label}:\\s*(\\S+)$`, "m").exec(out)?.[1];
 }
 
-/** A temporary store folder, removed on disposal. */
-async function tempDir() {
-  const dir = await Deno.makeTempDir({ prefix: "tcp-relay-names-" });
-  return {
-    dir,
-    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
-  };
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
-}
-
-/** relay.ts on fixed free ports, once it logs that it listens; disposing of it kills it. */
-async function relayProc(...extra: string[]) {
-  const [server, client] = [freePort(), freePort()];
-  const proc = Proc.deno("relay.ts", [
-    "--host=127.0.0.1",
-    `--server-port=${server}`,
-    `--client-port=${client}`,
-    ...extra,
-  ]);
-  await proc.waitErr(/Relay listening/);
-  return {
-    proc,
-    server: `127.0.0.1:${server}`,
-    client: `127.0.0.1:${client}`,
-    [Symbol.asyncDispose]: () => proc[Symbol.asyncDispose](),
-  };
-}
-
-type Relay = { server: string; client: string };
-
-/** A server (with `secret`) and a client paired through `relay` under `name`, which must be reserved or owned. */
-async function pair(relay: Relay, name: string, secret?: string) {
-  const served = accept({ relay: relay.server, name, secret, timeout: 5000 });
-  try {
-    const c = await connect({ relay: relay.client, name, timeout: 5000 });
-    return { s: await served, c };
-  } catch (e) {
-    served.then((s) => s.close(), () => {});
-    throw e;
-  }
-}
-
-/** `msg` written on `from` arrives on `to`. */
-async function send(from: Deno.Conn, to: Deno.Conn, msg: string) {
-  await from.write(bytes(msg));
-  assertEquals(text(await readExactly(to, bytes(msg).length)), msg);
-}
-
 /** A request and its answer through a pair, each side half-closing. */
-async function exchange(relay: Relay, name: string, secret?: string) {
-  const { s, c } = await pair(relay, name, secret);
+async function exchange(
+  relay: { server: string; client: string },
+  name: string,
+  secret?: string,
+) {
+  const { s, c } = await helperPair(relay, name, secret);
   using _s = s, _c = c;
-  await c.write(bytes("request"));
-  await c.closeWrite();
-  assertEquals(text(await readAll(s)), "request");
-  await s.write(bytes("answer"));
-  await s.closeWrite();
-  assertEquals(text(await readAll(c)), "answer");
-}
-
-function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
-  return rejects(p, (e) => e instanceof RelayError && e.code === code);
+  await sendAndClose(c, s, "request");
+  await sendAndClose(s, c, "answer");
 }
 
 Deno.test("names add prints a secret (and with --private a key), list marks private names, remove removes", async () => {
-  await using tmp = await tempDir();
+  await using tmp = await tempDir("tcp-relay-names-");
   const added = await names(tmp.dir, "add", "home-ssh");
   const secret = field(added, "secret");
   ok(secret && HEX64.test(secret), added);
@@ -128,7 +64,7 @@ Deno.test("names add prints a secret (and with --private a key), list marks priv
 });
 
 Deno.test("names add of an existing name, bad names and a missing --data exit 2 with a clear message", async () => {
-  await using tmp = await tempDir();
+  await using tmp = await tempDir("tcp-relay-names-");
   const first = field(await names(tmp.dir, "add", "taken"), "secret");
   const again = await relayCli("names", "add", "taken", "--data", tmp.dir);
   assertEquals(again.code, 2, again.stderr);
@@ -158,11 +94,11 @@ Deno.test("names add of an existing name, bad names and a missing --data exit 2 
 });
 
 Deno.test("a running relay picks up a name added by another process, and an active pair on it keeps relaying", async () => {
-  await using tmp = await tempDir();
+  await using tmp = await tempDir("tcp-relay-names-");
   await using relay = await relayProc("--data", tmp.dir);
   // An active pair on the name while it is still open to anyone.
   await reserve({ relay: relay.server, name: "home" });
-  const { s, c } = await pair(relay, "home");
+  const { s, c } = await helperPair(relay, "home");
   using _s = s, _c = c;
   await send(c, s, "before");
   const secret = field(await names(tmp.dir, "add", "home"), "secret")!;
@@ -170,11 +106,8 @@ Deno.test("a running relay picks up a name added by another process, and an acti
   // No drop on reload: the pair goes on both ways, half-close included.
   await send(s, c, "after, from the server");
   await send(c, s, "after, from the client");
-  await c.closeWrite();
-  assertEquals(text(await readAll(s)), "");
-  await s.write(bytes("bye"));
-  await s.closeWrite();
-  assertEquals(text(await readAll(c)), "bye");
+  await sendAndClose(c, s, "");
+  await sendAndClose(s, c, "bye");
   // The name is now owned: its secret is needed to serve it.
   await rejectsWith(accept({ relay: relay.server, name: "home" }), "AUTH");
   await rejectsWith(
@@ -185,7 +118,7 @@ Deno.test("a running relay picks up a name added by another process, and an acti
 });
 
 Deno.test("SIGHUP makes the relay reload its credentials and it keeps serving", async () => {
-  await using tmp = await tempDir();
+  await using tmp = await tempDir("tcp-relay-names-");
   const secret = field(await names(tmp.dir, "add", "hup"), "secret")!;
   await using relay = await relayProc("--data", tmp.dir);
   ok(/1 owned names/.test(relay.proc.err), relay.proc.err);
@@ -197,7 +130,7 @@ Deno.test("SIGHUP makes the relay reload its credentials and it keeps serving", 
 });
 
 Deno.test("open registration persists: after a restart the name is still owned by the secret reserve() returned", async () => {
-  await using tmp = await tempDir();
+  await using tmp = await tempDir("tcp-relay-names-");
   let secret: string | undefined;
   {
     await using relay = await relayProc(
@@ -216,7 +149,7 @@ Deno.test("open registration persists: after a restart the name is still owned b
 });
 
 Deno.test("kill -9 during open registrations loses no acknowledged name", async () => {
-  await using tmp = await tempDir();
+  await using tmp = await tempDir("tcp-relay-names-");
   await using relay = await relayProc(
     ...["--data", tmp.dir, "--open-registration"],
   );

@@ -9,8 +9,8 @@ import {
   randomBytes,
   readAll,
   readExactly,
+  sendAndClose,
   startRelay,
-  text,
 } from "./_helpers.ts";
 import { writeAll } from "../_protocol.ts";
 
@@ -19,12 +19,8 @@ for (const dataPath of ["loop", "streams"] as const) {
     await using relay = startRelay({ dataPath });
     const { s, c } = await pair(relay);
     using _s = s, _c = c;
-    await c.send("question");
-    await c.conn.closeWrite();
-    assertEquals(text(await readAll(s.conn)), "question");
-    await s.send("answer");
-    await s.conn.closeWrite();
-    assertEquals(await c.text(), "answer");
+    await sendAndClose(c.conn, s.conn, "question");
+    await sendAndClose(s.conn, c.conn, "answer");
   });
 
   Deno.test(`${dataPath} data path: 16 MiB each way at once arrive in order`, async () => {

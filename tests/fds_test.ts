@@ -3,16 +3,9 @@
 
 import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
 import { accept, connect } from "../mod.ts";
-import { bytes, readAll, text } from "./_helpers.ts";
+import { freePorts, sendAndClose } from "./_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url);
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
-}
 
 async function tryConnect(port: number): Promise<Deno.TcpConn | null> {
   try {
@@ -23,7 +16,7 @@ async function tryConnect(port: number): Promise<Deno.TcpConn | null> {
 }
 
 Deno.test("a relay out of file descriptors keeps running and serves again once they free", async () => {
-  const [sp, cp] = [freePort(), freePort()];
+  const [sp, cp] = freePorts(2);
   const child = new Deno.Command("sh", {
     args: [
       "-c",
@@ -73,9 +66,7 @@ Deno.test("a relay out of file descriptors keeps running and serves again once t
     ok(conn, "no pair after the flood");
     using c = conn;
     using s = await served;
-    await c.write(bytes("still here"));
-    await c.closeWrite();
-    assertEquals(text(await readAll(s)), "still here");
+    await sendAndClose(c, s, "still here");
   } finally {
     child.kill("SIGTERM");
     assertEquals((await child.status).code, 0);

@@ -15,15 +15,18 @@ import {
   type HelperOptions,
   listen,
   RelayError,
-  type RelayErrorCode,
   release,
   reserve,
 } from "../mod.ts";
 import {
   bytes,
+  freePorts,
+  localService,
   Raw,
   readAll,
   readExactly,
+  rejectsWith,
+  sendAndClose,
   startRelay,
   type TestRelay,
   text,
@@ -40,26 +43,12 @@ interface FakeRelay extends AsyncDisposable {
 function fakeRelay(
   handle: (raw: Raw, seen: string[]) => Promise<void>,
 ): FakeRelay {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const seen: string[] = [];
-  const raws = new Set<Raw>();
-  const tasks: Promise<void>[] = [];
-  const loop = (async () => {
-    for await (const conn of listener) {
-      const raw = new Raw(conn);
-      raws.add(raw);
-      tasks.push(handle(raw, seen).catch(() => {}).finally(() => raw.close()));
-    }
-  })().catch(() => {});
+  const service = localService((conn) => handle(new Raw(conn), seen));
   return {
-    addr: `127.0.0.1:${listener.addr.port}`,
+    addr: service.to,
     seen,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      await loop;
-      for (const raw of raws) raw.close();
-      await Promise.all(tasks);
-    },
+    [Symbol.asyncDispose]: () => service[Symbol.asyncDispose](),
   };
 }
 
@@ -68,16 +57,6 @@ async function expectLine(raw: Raw, seen: string[]): Promise<string | null> {
   const got = await raw.line();
   if (got !== null) seen.push(got);
   return got;
-}
-
-/** `n` distinct ports with nothing listening on them (listened on, then closed). */
-function freePorts(n: number): number[] {
-  const ls = Array.from(
-    { length: n },
-    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
-  );
-  for (const l of ls) l.close();
-  return ls.map((l) => l.addr.port);
 }
 
 /**
@@ -98,21 +77,6 @@ function parked(relay: TestRelay, name: string): number {
   return relay.stats().parked[name] ?? 0;
 }
 
-/** Checks that `p` rejects with a RelayError of `code`; returns the error. */
-async function rejectsWith(
-  p: Promise<unknown>,
-  code: RelayErrorCode,
-): Promise<RelayError> {
-  let caught: unknown;
-  await rejects(p, (e) => {
-    caught = e;
-    return true;
-  });
-  ok(caught instanceof RelayError, `expected a RelayError, got ${caught}`);
-  strictEqual(caught.code, code, caught.message);
-  return caught;
-}
-
 Deno.test("accept and connect pair into real Deno.TcpConns carrying bytes both ways", async () => {
   await using relay = startRelay();
   const served = accept({ relay: relay.server, name: "echo" });
@@ -121,12 +85,8 @@ Deno.test("accept and connect pair into real Deno.TcpConns carrying bytes both w
   using server = await served;
   ok(await isRealTcpConn(client), `${client} is not a Deno TcpConn`);
   ok(await isRealTcpConn(server), `${server} is not a Deno TcpConn`);
-  await client.write(bytes("ping"));
-  await client.closeWrite();
-  assertEquals(text(await readAll(server)), "ping");
-  await server.write(bytes("pong"));
-  await server.closeWrite();
-  assertEquals(text(await readAll(client)), "pong");
+  await sendAndClose(client, server, "ping");
+  await sendAndClose(server, client, "pong");
 });
 
 Deno.test("accept leaves application bytes sent in the same write as CONNECTED on the conn", async () => {
@@ -312,9 +272,7 @@ Deno.test("listen keeps pool conns parked and replaces a used one at once", asyn
   using server = await listener.accept();
   ok(await isRealTcpConn(server), `${server} is not a Deno TcpConn`);
   await until(() => parked(relay, "pool") === 3, "the pool to refill");
-  await client.write(bytes("hi"));
-  await client.closeWrite();
-  assertEquals(text(await readAll(server)), "hi");
+  await sendAndClose(client, server, "hi");
 });
 
 Deno.test("listen yields each client in for await, and close() ends the loop cleanly", async () => {
@@ -379,9 +337,7 @@ Deno.test("listen reconnects to a restarted relay without restarting the server"
   await until(() => parked(second, "back") === 2, "2 parked at the new relay");
   using client = await connect({ relay: second.client, name: "back" });
   using server = await listener.accept();
-  await server.write(bytes("still here"));
-  await server.closeWrite();
-  assertEquals(text(await readAll(client)), "still here");
+  await sendAndClose(server, client, "still here");
 });
 
 Deno.test("listen against a relay that does not know CONNECT fails with UNKNOWN_COMMAND", async () => {

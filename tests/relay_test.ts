@@ -22,6 +22,7 @@ import {
   reserve,
   reset,
   resettable,
+  sendAndClose,
   startRelay,
   text,
   until,
@@ -272,12 +273,8 @@ Deno.test("shutdown lets an active pair finish within drainTimeout and closes pa
   const stopped = relay.shutdown();
   strictEqual(await parked.text(), "");
   strictEqual(await waiting.text(), "");
-  await c.send("sent after shutdown began");
-  await c.conn.closeWrite();
-  strictEqual(text(await readAll(s.conn)), "sent after shutdown began");
-  await s.send("reply");
-  await s.conn.closeWrite();
-  strictEqual(await c.text(), "reply");
+  await sendAndClose(c.conn, s.conn, "sent after shutdown began");
+  await sendAndClose(s.conn, c.conn, "reply");
   await stopped;
   strictEqual(relay.stats().connections, 0);
   const refused = await Deno.connect({

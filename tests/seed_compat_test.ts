@@ -2,14 +2,17 @@
 // from the spec (tests/fixtures/*.rb): the seed's helpers against our relay,
 // and our helpers and executables against the seed's relay.
 
-import {
-  deepStrictEqual as assertEquals,
-  ok,
-  rejects,
-} from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
 import { accept, connect, RelayError, reserve } from "../mod.ts";
-import { bytes, startRelay, type TestRelay } from "./_helpers.ts";
-import { Proc } from "./_proc.ts";
+import {
+  bytes,
+  type LocalService,
+  localService,
+  rejectsWith,
+  startRelay,
+  type TestRelay,
+} from "./_helpers.ts";
+import { clientTs, Proc, serverTs } from "./_proc.ts";
 import { readLineExact } from "../_protocol.ts";
 
 const FIXTURES = new URL("fixtures/", import.meta.url);
@@ -89,41 +92,19 @@ async function seedRelay() {
   };
 }
 
-/** A `rejects` check: a RelayError with `code`. */
-function relayError(code: string): (e: unknown) => boolean {
-  return (e) => e instanceof RelayError && e.code === code;
-}
-
 /**
  * A local line service: answers each line with "echo:" + the line. The seed
  * relay closes both sides when one ends, so an exchange through it must not
  * rely on a half-close.
  */
-function lineService() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const handled: Promise<void>[] = [];
-  const loop = (async () => {
-    for await (const conn of listener) {
-      handled.push(
-        (async () => {
-          using c = conn;
-          for (;;) {
-            const l = await readLineExact(c);
-            if (l === null) return;
-            await c.write(bytes(`echo:${l}\n`));
-          }
-        })().catch(() => {}),
-      );
+function lineService(): LocalService {
+  return localService(async (conn) => {
+    for (;;) {
+      const l = await readLineExact(conn);
+      if (l === null) return;
+      await conn.write(bytes(`echo:${l}\n`));
     }
-  })();
-  return {
-    to: `127.0.0.1:${listener.addr.port}`,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      await loop;
-      await Promise.all(handled);
-    },
-  };
+  });
 }
 
 /** Connects, retrying while the seed relay has no server parked yet. */
@@ -166,9 +147,9 @@ test("seed's server helper reserves (our relay answers OK) and serves the seed's
   assertEquals((await server.status()).code, 0, server.err);
   // The seed's stop (RELEASE) took the name back.
   assertEquals(relay.stats().parked, {});
-  await rejects(
+  await rejectsWith(
     connect({ relay: relay.client, name: "seed-echo" }),
-    relayError("NOEXIST"),
+    "NOEXIST",
   );
 });
 
@@ -220,31 +201,29 @@ test("our accept() and connect() pair through the seed relay", async () => {
 test("our reserve() succeeds on the seed relay's silent close, then hears USED", async () => {
   await using seed = await seedRelay();
   await reserve({ relay: seed.server, name: "mine" });
-  await rejects(
+  await rejectsWith(
     reserve({ relay: seed.server, name: "mine" }),
-    relayError("USED"),
+    "USED",
   );
-  await rejects(
+  await rejectsWith(
     connect({ relay: seed.client, name: "mine" }),
-    relayError("OFFLINE"),
+    "OFFLINE",
   );
 });
 
 test("our connect() to an unknown name at the seed relay throws RelayError NOEXIST", async () => {
   await using seed = await seedRelay();
-  await rejects(
+  await rejectsWith(
     connect({ relay: seed.client, name: "unknown" }),
-    (e) =>
-      e instanceof RelayError && e.code === "NOEXIST" &&
-      e.message.includes("unknown"),
+    "NOEXIST",
+    /unknown/,
   );
 });
 
 test("server.ts and client.ts --stdio exchange lines through the seed relay", async () => {
   await using seed = await seedRelay();
   await using lines = lineService();
-  const serve = ["--relay", seed.server, "--name", "lines", "--to", lines.to];
-  await using server = Proc.deno("server.ts", serve);
+  await using server = serverTs(seed.server, "lines", lines.to);
   // A probe through the seed relay: server.ts is parked and answers.
   {
     using probe = await connectWhenParked(seed.client, "lines");
@@ -252,10 +231,9 @@ test("server.ts and client.ts --stdio exchange lines through the seed relay", as
     assertEquals(await readLineExact(probe), "echo:probe");
   }
   // client.ts may still meet the seed's OFFLINE while server.ts re-parks.
-  const ask = ["--relay", seed.client, "--name", "lines", "--stdio"];
   const end = Date.now() + 10_000;
   for (;;) {
-    await using client = Proc.deno("client.ts", ask, true);
+    await using client = clientTs(seed.client, "lines", "--stdio");
     await client.write("over stdio\n").catch(() => {});
     while (!client.out.includes("\n") && !client.exited) {
       await new Promise((r) => setTimeout(r, 10));

@@ -10,20 +10,11 @@ import {
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { NameStore } from "../_store.ts";
-import { until } from "./_helpers.ts";
+import { tempDir, until } from "./_helpers.ts";
 
 const STORE = new URL("../_store.ts", import.meta.url).href;
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const posix = Deno.build.os !== "windows";
-
-/** A new temporary directory, removed with everything in it on dispose. */
-async function tempDir(): Promise<AsyncDisposable & { path: string }> {
-  const path = await Deno.makeTempDir({ prefix: "store_test_" });
-  return {
-    path,
-    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
-  };
-}
 
 /** A `deno eval` child running `code` with `NameStore` and `dir` in scope. */
 function child(dir: string, code: string): Deno.ChildProcess {
@@ -40,8 +31,8 @@ function child(dir: string, code: string): Deno.ChildProcess {
 }
 
 Deno.test("add, get and remove work and persist across open()", async () => {
-  await using tmp = await tempDir();
-  const dir = join(tmp.path, "store");
+  await using tmp = await tempDir("store_test_");
+  const dir = join(tmp.dir, "store");
   const store = await NameStore.open(dir);
   assertEquals(store.path, join(dir, "names.json"));
   assertEquals(store.names(), []);
@@ -71,18 +62,18 @@ Deno.test("add, get and remove work and persist across open()", async () => {
 });
 
 Deno.test("a private add has a clientKey distinct from its secret", async () => {
-  await using tmp = await tempDir();
-  const store = await NameStore.open(tmp.path);
+  await using tmp = await tempDir("store_test_");
+  const store = await NameStore.open(tmp.dir);
   const record = await store.add("secret-place", { private: true });
   ok(/^[0-9a-f]{64}$/.test(record.clientKey ?? ""));
   ok(record.clientKey !== record.secret);
-  const again = await NameStore.open(tmp.path);
+  const again = await NameStore.open(tmp.dir);
   assertEquals(again.get("secret-place")?.clientKey, record.clientKey);
 });
 
 Deno.test("adding an existing name throws RangeError unless replace", async () => {
-  await using tmp = await tempDir();
-  const store = await NameStore.open(tmp.path);
+  await using tmp = await tempDir("store_test_");
+  const store = await NameStore.open(tmp.dir);
   const first = await store.add("web");
   await rejects(store.add("web"), {
     name: "RangeError",
@@ -92,12 +83,12 @@ Deno.test("adding an existing name throws RangeError unless replace", async () =
   const second = await store.add("web", { replace: true, private: true });
   ok(second.secret !== first.secret);
   ok(second.clientKey);
-  assertEquals((await NameStore.open(tmp.path)).get("web"), second);
+  assertEquals((await NameStore.open(tmp.dir)).get("web"), second);
 });
 
 Deno.test("bad names throw RangeError and change nothing", async () => {
-  await using tmp = await tempDir();
-  const store = await NameStore.open(tmp.path);
+  await using tmp = await tempDir("store_test_");
+  const store = await NameStore.open(tmp.dir);
   const bad = ["", "a b", " web", "tab\t", "new\nline", "é", "del\x7f"];
   for (const name of [...bad, "x".repeat(201)]) {
     throws(() => store.add(name), RangeError, JSON.stringify(name));
@@ -106,7 +97,7 @@ Deno.test("bad names throw RangeError and change nothing", async () => {
   await store.add("x".repeat(200));
   await store.add("!~{}[]\"'\\");
   await store.add("__proto__");
-  const again = await NameStore.open(tmp.path);
+  const again = await NameStore.open(tmp.dir);
   assertEquals(again.names(), ["!~{}[]\"'\\", "__proto__", "x".repeat(200)]);
   ok(again.get("__proto__")?.secret);
 });
@@ -115,8 +106,8 @@ Deno.test({
   name: "the file is mode 0600 and a created directory mode 0700",
   ignore: !posix,
   fn: async () => {
-    await using tmp = await tempDir();
-    const dir = join(tmp.path, "deep", "store");
+    await using tmp = await tempDir("store_test_");
+    const dir = join(tmp.dir, "deep", "store");
     const store = await NameStore.open(dir);
     assertEquals((await Deno.stat(dir)).mode! & 0o777, 0o700);
     await store.add("web");
@@ -127,8 +118,8 @@ Deno.test({
 });
 
 Deno.test("a corrupt file makes reload() throw and keeps the old content", async () => {
-  await using tmp = await tempDir();
-  const store = await NameStore.open(tmp.path);
+  await using tmp = await tempDir("store_test_");
+  const store = await NameStore.open(tmp.dir);
   const web = await store.add("web");
   const bad = [
     '{"version": 1, "names": {"web": ',
@@ -142,20 +133,20 @@ Deno.test("a corrupt file makes reload() throw and keeps the old content", async
     await rejects(store.reload(), /Corrupt name store/, text);
     assertEquals(store.names(), ["web"]);
     assertEquals(store.get("web"), web);
-    await rejects(NameStore.open(tmp.path), /Corrupt name store/);
+    await rejects(NameStore.open(tmp.dir), /Corrupt name store/);
     await rejects(store.add("db"), /Corrupt name store/); // not overwritten
     assertEquals(await Deno.readTextFile(store.path), text);
   }
 });
 
 Deno.test("watch() reports a change made by another instance", async () => {
-  await using tmp = await tempDir();
-  const store = await NameStore.open(tmp.path);
+  await using tmp = await tempDir("store_test_");
+  const store = await NameStore.open(tmp.dir);
   await store.add("first");
   let changes = 0;
   {
     using _watching = store.watch(() => changes++);
-    const other = await NameStore.open(tmp.path);
+    const other = await NameStore.open(tmp.dir);
     await other.add("web");
     await until(() => changes > 0, "the change to be reported", 5000);
     assertEquals(store.names(), ["first", "web"]);
@@ -166,17 +157,17 @@ Deno.test("watch() reports a change made by another instance", async () => {
     assertEquals(store.names(), ["web"]);
   }
   const seen = changes;
-  await (await NameStore.open(tmp.path)).add("late");
+  await (await NameStore.open(tmp.dir)).add("late");
   await new Promise((r) => setTimeout(r, 300));
   assertEquals(changes, seen); // disposed: no more calls
 });
 
 Deno.test("two processes adding 20 names each at once lose none", async () => {
-  await using tmp = await tempDir();
-  const dir = join(tmp.path, "store");
+  await using tmp = await tempDir("store_test_");
+  const dir = join(tmp.dir, "store");
   await NameStore.open(dir);
   // Each child says it is ready, then all start together on "go".
-  const sync = (file: string) => JSON.stringify(join(tmp.path, file));
+  const sync = (file: string) => JSON.stringify(join(tmp.dir, file));
   const adder = (prefix: string) =>
     child(
       dir,
@@ -190,11 +181,11 @@ Deno.test("two processes adding 20 names each at once lose none", async () => {
   const children = [adder("a"), adder("b")];
   const results = Promise.all(children.map((c) => c.output()));
   const ready = async (p: string) =>
-    !!await Deno.stat(join(tmp.path, `ready-${p}`)).catch(() => null);
+    !!await Deno.stat(join(tmp.dir, `ready-${p}`)).catch(() => null);
   while (!(await ready("a") && await ready("b"))) {
     await new Promise((r) => setTimeout(r, 5));
   }
-  await Deno.writeTextFile(join(tmp.path, "go"), "");
+  await Deno.writeTextFile(join(tmp.dir, "go"), "");
   for (const r of await results) assertEquals(r.code, 0);
   const names = (await NameStore.open(dir)).names();
   assertEquals(names.length, 40);
@@ -205,7 +196,7 @@ Deno.test("two processes adding 20 names each at once lose none", async () => {
 
 for (const killAt of [25, 30, 37]) {
   Deno.test(`kill -9 after ${killAt} acknowledged changes keeps every one of them`, async () => {
-    await using tmp = await tempDir();
+    await using tmp = await tempDir("store_test_");
     // A big file (~1 MB) makes each write long enough for kills to land in it.
     const ballast = Object.fromEntries(
       Array.from({ length: 5000 }, (_, i) => [
@@ -213,14 +204,14 @@ for (const killAt of [25, 30, 37]) {
         { secret: "0".repeat(64), clientKey: "1".repeat(64), created: "x" },
       ]),
     );
-    const file = join(tmp.path, "names.json");
+    const file = join(tmp.dir, "names.json");
     await Deno.writeTextFile(
       file,
       JSON.stringify({ version: 1, names: ballast }),
     );
     // "+n<i>" once add() resolved, "-n<i>" once remove() resolved.
     const proc = child(
-      tmp.path,
+      tmp.dir,
       `const store = await NameStore.open(dir);
        for (let i = 0; ; i++) {
          await store.add("n" + i, { private: i % 2 === 1 });
@@ -248,7 +239,7 @@ for (const killAt of [25, 30, 37]) {
     const status = await proc.status;
     ok(killed, "the child was killed (it printed enough)");
     assertEquals(status.signal, posix ? "SIGKILL" : null);
-    const store = await NameStore.open(tmp.path); // parses
+    const store = await NameStore.open(tmp.dir); // parses
     assertEquals(
       store.names().filter((n) => n.startsWith("ballast")).length,
       5000,
@@ -269,7 +260,7 @@ for (const killAt of [25, 30, 37]) {
     }
     // The store still works: the lock left by the kill (if any) is the only
     // leftover, besides perhaps a temporary file.
-    const left = (await Array.fromAsync(Deno.readDir(tmp.path))).map((e) =>
+    const left = (await Array.fromAsync(Deno.readDir(tmp.dir))).map((e) =>
       e.name
     );
     ok(left.every((n) => /^names\.(json|lock|json\.tmp-[0-9a-f]+)$/.test(n)));

@@ -2,29 +2,25 @@
 // over TLS (bytes and half-close each way), untrusted certificates, plain TCP
 // peers on a TLS relay, and the executables' --tls-cert/--tls-key, --tls, --ca.
 
-import {
-  deepStrictEqual as assertEquals,
-  ok,
-  rejects,
-} from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
 import { join } from "node:path";
-import { accept, connect, RelayError, reserve } from "../mod.ts";
+import { accept, connect, reserve } from "../mod.ts";
 import {
-  bytes,
+  echoService,
   ends,
   firstDifference,
   randomBytes,
   Raw,
-  readAll,
   readExactly,
+  rejectsWith,
+  sendAndClose,
   startRelay,
+  tempDir,
   type TestRelay,
   text,
   until,
 } from "./_helpers.ts";
-import { Proc } from "./_proc.ts";
-
-const ROOT = new URL("..", import.meta.url);
+import { clientTs, relayProc, run, serverTs } from "./_proc.ts";
 
 /** Whether openssl can be run; the TLS tests are ignored without it. */
 async function hasOpenssl(): Promise<boolean> {
@@ -55,8 +51,9 @@ function tlsTest(name: string, fn: () => Promise<void>) {
  * server's (CaUsedAsEndEntity).
  */
 async function makeCert() {
-  const dir = await Deno.makeTempDir({ prefix: "tcp-relay-tls-" });
-  const certPath = join(dir, "cert.pem"), keyPath = join(dir, "key.pem");
+  const tmp = await tempDir("tcp-relay-tls-");
+  const certPath = join(tmp.dir, "cert.pem");
+  const keyPath = join(tmp.dir, "key.pem");
   const out = await new Deno.Command("openssl", {
     args: [
       ...["req", "-x509", "-newkey", "ec"],
@@ -68,14 +65,12 @@ async function makeCert() {
     ],
   }).output();
   ok(out.success, text(out.stderr));
-  return {
-    dir,
+  return Object.assign(tmp, {
     certPath,
     keyPath,
     cert: await Deno.readTextFile(certPath),
     key: await Deno.readTextFile(keyPath),
-    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
-  };
+  });
 }
 
 /** A TLS server and client paired through `relay` under `name`. */
@@ -95,12 +90,8 @@ async function tlsPair(relay: TestRelay, name: string, caCerts: string[]) {
 async function tlsPairWorks(relay: TestRelay, caCerts: string[]) {
   const { s, c } = await tlsPair(relay, "healthy", caCerts);
   using _s = s, _c = c;
-  await c.write(bytes("ping"));
-  await c.closeWrite();
-  assertEquals(text(await readAll(s)), "ping");
-  await s.write(bytes("pong"));
-  await s.closeWrite();
-  assertEquals(text(await readAll(c)), "pong");
+  await sendAndClose(c, s, "ping");
+  await sendAndClose(s, c, "pong");
   await until(() => relay.stats().connections === 0, "connections at 0");
 }
 
@@ -115,14 +106,6 @@ async function settlesWithin(p: Promise<unknown>, ms: number) {
   } finally {
     clearTimeout(timer);
   }
-}
-
-function rejectsWith(p: Promise<unknown>, code: string, message: RegExp) {
-  return rejects(
-    p,
-    (e) =>
-      e instanceof RelayError && e.code === code && message.test(e.message),
-  );
 }
 
 tlsTest(
@@ -150,13 +133,9 @@ tlsTest(
     assertEquals(firstDifference(gotUp, up), -1);
     assertEquals(firstDifference(gotDown, down), -1);
     // The client half-closes: the server reads the rest, then the end of stream...
-    await c.write(bytes("last request"));
-    await c.closeWrite();
-    assertEquals(text(await readAll(s)), "last request");
+    await sendAndClose(c, s, "last request");
     // ... and can still answer, which the client reads to its end.
-    await s.write(bytes("answer after the half-close"));
-    await s.closeWrite();
-    assertEquals(text(await readAll(c)), "answer after the half-close");
+    await sendAndClose(s, c, "answer after the half-close");
     await until(() => relay.stats().connections === 0, "connections at 0");
   },
 );
@@ -243,77 +222,33 @@ tlsTest(
   () => plainPeersAreClosed(false),
 );
 
-/** Runs `script args` to the end (killed after 20 s). */
-async function run(script: string, ...args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-    signal: AbortSignal.timeout(20_000),
-  }).output();
-  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
-}
-
-/** A local service: reads to EOF, then answers "echo:" + what it read. */
-function echoService() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const handled: Promise<void>[] = [];
-  const loop = (async () => {
-    for await (const conn of listener) {
-      handled.push(
-        (async () => {
-          using c = conn;
-          await c.write(bytes("echo:" + text(await readAll(c))));
-        })().catch(() => {}),
-      );
-    }
-  })();
-  return {
-    to: `127.0.0.1:${listener.addr.port}`,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      await loop;
-      await Promise.all(handled);
-    },
-  };
-}
-
 tlsTest(
   "relay.ts --tls-cert/--tls-key with server.ts and client.ts --tls --ca --stdio: a request comes back",
   async () => {
     await using tls = await makeCert();
-    const [sp, cp] = [freePort(), freePort()];
-    await using relay = Proc.deno("relay.ts", [
-      "--host=127.0.0.1",
-      `--server-port=${sp}`,
-      `--client-port=${cp}`,
+    await using relay = await relayProc(
       ...["--tls-cert", tls.certPath, "--tls-key", tls.keyPath],
-    ]);
-    await relay.waitErr(/Relay listening/);
+    );
     await using echo = echoService();
     const trust = ["--tls", "--ca", tls.certPath];
     await reserve({
-      relay: `127.0.0.1:${sp}`,
+      relay: relay.server,
       name: "tls-stdio",
       tls: true,
       caCerts: [tls.cert],
     });
-    await using _server = Proc.deno("server.ts", [
-      ...["--relay", `127.0.0.1:${sp}`, "--name", "tls-stdio", "--to", echo.to],
+    await using _server = serverTs(
+      relay.server,
+      "tls-stdio",
+      echo.to,
       ...trust,
-    ]);
-    await using client = Proc.deno("client.ts", [
-      ...["--relay", `127.0.0.1:${cp}`, "--name", "tls-stdio", "--stdio"],
+    );
+    await using client = clientTs(
+      relay.client,
+      "tls-stdio",
+      "--stdio",
       ...trust,
-    ], true);
+    );
     await client.write("request over TLS");
     await client.closeStdin();
     assertEquals((await client.status()).code, 0, client.err);

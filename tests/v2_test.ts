@@ -5,20 +5,18 @@
 import {
   deepStrictEqual as assertEquals,
   ok,
-  rejects,
   strictEqual,
 } from "node:assert/strict";
 import { proof } from "../_auth.ts";
 import { accept, connect, listen, RelayError, reserve } from "../mod.ts";
 import type { NameOwners } from "../relay.ts";
 import {
-  bytes,
   healthyPairWorks,
   Raw,
-  readAll,
+  rejectsWith,
+  sendAndClose,
   startRelay,
   type TestRelay,
-  text,
   until,
 } from "./_helpers.ts";
 
@@ -49,10 +47,6 @@ async function v2Connect(relay: TestRelay, name: string, secret?: string) {
   const p = secret ? ` ${proof(secret, nonce, "CONNECT", name)}` : "";
   await raw.send(`CONNECT ${name}${p}\n`);
   return { raw, nonce, answer: await raw.line() };
-}
-
-function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
-  return rejects(p, (e) => e instanceof RelayError && e.code === code);
 }
 
 Deno.test("v2 server hears PARKED, answers PING, and is paired without a heartbeat byte reaching the client", async () => {
@@ -159,9 +153,7 @@ Deno.test("helpers serve an owned name with its secret; without it accept fails 
   await until(() => relay.stats().parked.owned === 1, "the owner to park");
   using c = await connect({ relay: relay.client, name: "owned" });
   using s = await served;
-  await c.write(bytes("hi"));
-  await c.closeWrite();
-  assertEquals(text(await readAll(s)), "hi");
+  await sendAndClose(c, s, "hi");
 });
 
 Deno.test("open registration: the first v2 RESERVE owns the name and gets its secret once", async () => {
@@ -184,9 +176,7 @@ Deno.test("open registration: the first v2 RESERVE owns the name and gets its se
   await until(() => relay.stats().parked.mine === 1, "the owner to park");
   using c = await connect({ relay: relay.client, name: "mine" });
   using s = await listener.accept();
-  await s.write(bytes("yours"));
-  await s.closeWrite();
-  assertEquals(text(await readAll(c)), "yours");
+  await sendAndClose(s, c, "yours");
 });
 
 Deno.test("a private name looks like no name to a client without its key", async () => {
@@ -210,9 +200,7 @@ Deno.test("a private name looks like no name to a client without its key", async
   strictEqual(await v1.text(), "CLIENT\nNOEXIST\n");
   using c = await connect({ relay: relay.client, name: "private", key: KEY });
   using s = await served;
-  await c.write(bytes("in"));
-  await c.closeWrite();
-  assertEquals(text(await readAll(s)), "in");
+  await sendAndClose(c, s, "in");
 });
 
 Deno.test("after too many failed proofs an address is refused with ERROR RATE, even with the right proof", async () => {
