@@ -159,13 +159,12 @@ export class Rendezvous {
   ): void {
     this.#refusals++;
     this.#guard.release(conn);
-    if (name === undefined) {
-      log.info("Refused {peer}: {reason}", { peer, reason });
-    } else {log.info("Refused {peer} for {name}: {reason}", {
-        peer,
-        name,
-        reason,
-      });}
+    log.info(
+      name === undefined
+        ? "Refused {peer}: {reason}"
+        : "Refused {peer} for {name}: {reason}",
+      { peer, name, reason },
+    );
     if (!reply) return closeQuietly(conn);
     this.#answerAndClose(conn, reply);
   }
@@ -208,6 +207,7 @@ export class Rendezvous {
         tlsPending = false;
       }
       const request = await read(state);
+      if (timedOut) return; // refused at the deadline as the request came
       if (request === null) this.#drop(conn);
       return request ?? undefined;
     } catch (e) {
@@ -329,31 +329,18 @@ export class Rendezvous {
     );
     if (!req) return;
     const { name, v2 } = req, ip = conn.remoteAddr.hostname;
-    const key = this.#settings.owners?.get(name)?.clientKey;
-    if (key) {
-      // Blocked or not, a private name without the right key looks exactly
-      // like no name: an ERROR would tell that the name exists.
-      if (this.#guard.blocked(ip)) {
-        return this.#refuse(
-          conn,
-          peer,
-          "too many failed proofs",
-          Word.NOEXIST,
-          name,
-        );
-      }
-      // A private name without the right key looks exactly like no name.
-      if (!this.#proved(ip, key, "CLIENT", name, v2)) {
-        return this.#refuse(
-          conn,
-          peer,
-          "private name, no valid key",
-          Word.NOEXIST,
-          name,
-        );
-      }
+    const owner = this.#settings.owners?.get(name);
+    if (owner?.clientKey) {
+      // A private name without the right key looks exactly like no name: any
+      // other answer (an ERROR, even RATE) would tell that it exists.
+      const why = this.#guard.blocked(ip)
+        ? "too many failed proofs"
+        : this.#proved(ip, owner.clientKey, "CLIENT", name, v2)
+        ? undefined
+        : "private name, no valid key";
+      if (why) return this.#refuse(conn, peer, why, Word.NOEXIST, name);
     }
-    const entry = this.#table.entry(name, !!this.#settings.owners?.get(name));
+    const entry = this.#table.entry(name, !!owner);
     if (!entry) {
       return this.#refuse(conn, peer, "no such name", Word.NOEXIST, name);
     }
