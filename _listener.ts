@@ -73,7 +73,11 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
     this.#accept = accept;
     const { signal } = options;
     if (signal?.aborted) this.close();
-    signal?.addEventListener("abort", () => this.close(), { once: true });
+    const onAbort = () => this.close();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    this.#ac.signal.addEventListener("abort", () => {
+      signal?.removeEventListener("abort", onAbort);
+    });
     this.#slots = Array.from({ length: options.pool }, () => this.#slot());
   }
 

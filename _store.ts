@@ -14,6 +14,7 @@
 import { basename, join } from "node:path";
 import { getLogger } from "@logtape/logtape";
 import { newSecret } from "./_auth.ts";
+import { nameProblem } from "./_protocol.ts";
 
 /** What the relay knows of an owned name. */
 export interface NameRecord {
@@ -28,7 +29,6 @@ export interface NameRecord {
 type Names = Map<string, NameRecord>;
 
 const log = getLogger(["tcp-relay", "store"]);
-const NAME = /^[\x21-\x7e]{1,200}$/;
 const FILE = "names.json";
 /** How long a change waits for another process's lock (ms). */
 const LOCK_WAIT = 5_000;
@@ -163,8 +163,11 @@ export class NameStore {
 }
 
 function checkName(name: string): void {
-  if (!NAME.test(name)) {
-    throw new RangeError(`Invalid name ${JSON.stringify(name.slice(0, 200))}`);
+  const problem = nameProblem(name);
+  if (problem) {
+    throw new RangeError(
+      `Invalid name ${JSON.stringify(name.slice(0, 200))}: ${problem}`,
+    );
   }
 }
 
@@ -204,7 +207,9 @@ async function read(path: string): Promise<Names> {
   }
   const names: Names = new Map();
   for (const [name, r] of Object.entries(data.names)) {
-    if (!NAME.test(name)) throw corrupt(`invalid name ${JSON.stringify(name)}`);
+    if (nameProblem(name)) {
+      throw corrupt(`invalid name ${JSON.stringify(name)}`);
+    }
     const { secret, created, clientKey } = isObject(r) ? r : {};
     if (
       typeof secret !== "string" || typeof created !== "string" ||
