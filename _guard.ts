@@ -23,6 +23,8 @@ export interface Limits {
   maxParkedPerName: number;
   /** Failed proofs per source IP per minute before it is refused. Default `10`. */
   maxFailedProofs: number;
+  /** Names reserved at once that nobody owns (each costs memory). Default `100000`. */
+  maxNames: number;
   /** Hold loopback peers to the per-IP and per-name limits too. Default `false`. */
   limitLoopback: boolean;
 }
@@ -57,6 +59,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxPerIp: 256,
   maxParkedPerName: 64,
   maxFailedProofs: 10,
+  maxNames: 100_000,
   limitLoopback: false,
 };
 
@@ -136,6 +139,11 @@ export class Guard {
     if (!f || now - f.since > MINUTE) {
       this.#failed.set(ip, { count: 1, since: now });
     } else f.count++;
+  }
+
+  /** The limit of names reserved at once that nobody owns. */
+  get maxNames(): number {
+    return this.#limits.maxNames;
   }
 
   /** The limit of parked connections per name for a server at `ip`. */

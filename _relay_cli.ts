@@ -56,6 +56,8 @@ Options:
   --max-per-ip N              unpaired connections per source IP (default ${DEFAULT_LIMITS.maxPerIp})
   --max-parked-per-name N     parked connections per name (default ${DEFAULT_LIMITS.maxParkedPerName})
   --max-failed-proofs N       failed proofs per source IP per minute (default ${DEFAULT_LIMITS.maxFailedProofs})
+  --max-names N               names reserved at once that nobody owns
+                              (default ${DEFAULT_LIMITS.maxNames})
   --limit-loopback            hold loopback peers to the per-IP and per-name
                               limits too (by default only to --max-connections)
   --data-path loop|streams    how bytes are copied: read/write loops (default)
@@ -97,6 +99,7 @@ const OPTIONS = {
     type: "string",
     default: String(DEFAULT_LIMITS.maxFailedProofs),
   },
+  "max-names": { type: "string", default: String(DEFAULT_LIMITS.maxNames) },
   "limit-loopback": { type: "boolean", default: false },
   "data-path": { type: "string", default: "loop" },
 } as const;
@@ -146,6 +149,7 @@ export function parseRelayFlags(args: string[]): Record<string, unknown> {
       maxPerIp: n("max-per-ip", 1, 1e7),
       maxParkedPerName: n("max-parked-per-name", 1, 1e7),
       maxFailedProofs: n("max-failed-proofs", 1, 1e7),
+      maxNames: n("max-names", 1, 1e9),
       limitLoopback: v["limit-loopback"],
     },
     dataPath: v["data-path"],

@@ -263,6 +263,12 @@ export class Rendezvous {
         return refuse("wrong proof", `ERROR AUTH wrong proof for ${name}`);
       }
     }
+    if (
+      command !== Word.RELEASE && !owner && !this.#table.has(name) &&
+      this.#table.size >= this.#guard.maxNames
+    ) {
+      return refuse("too many names", "ERROR LIMIT too many names reserved");
+    }
     if (command === Word.RESERVE) {
       if (!owner && this.#table.has(name)) {
         return refuse("name in use", Word.USED);

@@ -73,6 +73,11 @@ export class NameTable {
     this.#hooks = hooks;
   }
 
+  /** How many names have an entry. */
+  get size(): number {
+    return this.#names.size;
+  }
+
   /** Whether `name` is reserved (has an entry). */
   has(name: string): boolean {
     return this.#names.has(name);

@@ -12,6 +12,7 @@ import { accept, connect, listen, RelayError, reserve } from "../mod.ts";
 import type { NameOwners } from "../relay.ts";
 import {
   healthyPairWorks,
+  pair,
   Raw,
   rejectsWith,
   sendAndClose,
@@ -307,4 +308,27 @@ Deno.test("a listener treats a relay that stops sending PING as dead and reconne
   listener.close();
   await serving;
   for (const c of conns) c.close();
+});
+
+Deno.test("names nobody owns are bounded: past maxNames a new name is refused with ERROR LIMIT", async () => {
+  await using relay = startRelay({ names: owners(), limits: { maxNames: 2 } });
+  for (const name of ["a", "b"]) {
+    using raw = await Raw.open(relay.serverAddr.port);
+    await raw.send(`RESERVE\n${name}\n`);
+    strictEqual(await raw.text(), "SERVER\nOK\n");
+  }
+  for (const send of ["RESERVE\nc\n", "CONNECT\nc\n"]) {
+    using raw = await Raw.open(relay.serverAddr.port);
+    await raw.send(send);
+    ok((await raw.text()).startsWith("SERVER\nERROR LIMIT too many names"));
+  }
+  // a reserved name is still served, and an owner always gets its name
+  const { s: ps, c: pc } = await pair(relay, "a");
+  using _ps = ps, _pc = pc;
+  await sendAndClose(pc.conn, ps.conn, "q");
+  const served = accept({ relay: relay.server, name: "owned", secret: SECRET });
+  await until(() => relay.stats().parked.owned === 1, "the owner to park");
+  using c = await connect({ relay: relay.client, name: "owned" });
+  using s = await served;
+  await sendAndClose(c, s, "x");
 });
