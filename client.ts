@@ -24,7 +24,7 @@
 import { getLogger } from "@logtape/logtape";
 import { type HelperOptions, type RelayConn, withRelay } from "./_dial.ts";
 import { proof } from "./_auth.ts";
-import { formatAddr, parseHostPort, Word } from "./_protocol.ts";
+import { formatAddr, nameProblem, parseHostPort, Word } from "./_protocol.ts";
 import { pipePair, sink, Source } from "./_pipe.ts";
 import { acceptAll } from "./_accept.ts";
 import {
@@ -161,6 +161,8 @@ async function main(): Promise<never> {
           );
         }
       }
+      const bad = nameProblem(v.name as string);
+      if (bad) throw new UsageError(`--name: ${bad}`);
       if ((v.listen === undefined) === !v.stdio) {
         throw new UsageError("Give one of --listen or --stdio");
       }

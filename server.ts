@@ -34,6 +34,7 @@ import { RelayError } from "./_errors.ts";
 import {
   DEFAULT_HEARTBEAT,
   formatAddr,
+  nameProblem,
   parseHostPort,
   Word,
 } from "./_protocol.ts";
@@ -265,6 +266,8 @@ async function main(): Promise<never> {
           );
         }
       }
+      const bad = nameProblem(v.name as string);
+      if (bad) throw new UsageError(`--name: ${bad}`);
       let to: { hostname: string; port: number };
       try {
         to = parseHostPort(v.to as string);

@@ -245,3 +245,23 @@ Deno.test("client.ts with both or neither of --listen and --stdio exits 2", asyn
     ok(/--listen/.test(r.stderr) && /--stdio/.test(r.stderr), r.stderr);
   }
 });
+
+Deno.test("server.ts and client.ts exit 2 on a name the protocol does not allow", async () => {
+  for (
+    const [script, extra] of [["server.ts", ["--to", "127.0.0.1:1"]], [
+      "client.ts",
+      ["--stdio"],
+    ]] as const
+  ) {
+    const { code, stderr } = await run(
+      script,
+      "--relay",
+      "127.0.0.1:1",
+      "--name",
+      "two words",
+      ...extra,
+    );
+    assertEquals(code, 2);
+    ok(stderr.includes("--name: name with spaces"), stderr);
+  }
+});
