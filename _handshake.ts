@@ -114,32 +114,24 @@ export async function readServerRequest(
   await writeAll(conn, line(Word.SERVER));
   const first = await readLine(reader);
   if (first === null) return null;
-  let command = first.toUpperCase(), name: string | null, v2: V2 | undefined;
+  let command = first.toUpperCase(), v2: V2 | undefined;
+  let name: string | null | undefined;
   if (command === HELLO_V2) {
     const got = await negotiate(conn, reader, state);
     if (!got) return null;
-    v2 = got.v2;
-    v2.proof = got.words[2];
     command = got.words[0].toUpperCase();
     name = got.words[1] ?? "";
-    if (command === Word.STOP) return null;
-    if (!COMMANDS.has(command)) {
-      throw new Refusal(
-        `ERROR UNKNOWN unknown command`,
-        `unknown command ${JSON.stringify(command.slice(0, 40))}`,
-      );
-    }
-  } else {
-    if (command === Word.STOP) return null;
-    if (!COMMANDS.has(command)) {
-      throw new Refusal(
-        Word.UNKNOWN_COMMAND,
-        `unknown command ${JSON.stringify(command.slice(0, 40))}`,
-      );
-    }
-    name = await readLine(reader);
-    if (name === null) return null;
+    v2 = { ...got.v2, proof: got.words[2] };
   }
+  if (command === Word.STOP) return null;
+  if (!COMMANDS.has(command)) {
+    throw new Refusal(
+      v2 ? "ERROR UNKNOWN unknown command" : Word.UNKNOWN_COMMAND,
+      `unknown command ${JSON.stringify(command.slice(0, 40))}`,
+    );
+  }
+  name ??= await readLine(reader); // v1: the name on a line of its own
+  if (name === null) return null;
   checkName(name, !!v2, "ERROR NAME bad name");
   return {
     command: command as ServerRequest["command"],
