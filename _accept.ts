@@ -11,7 +11,8 @@ import { getLogger } from "@logtape/logtape";
 
 const log = getLogger(["tcp-relay", "accept"]);
 
-function pause(ms: number, signal?: AbortSignal): Promise<void> {
+/** Waits `ms`, or less if `signal` aborts (no timer is left behind). */
+export function pause(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);

@@ -19,11 +19,6 @@ export function newNonce(): string {
   return randomBytes(16).toString("hex");
 }
 
-/** Whether `text` looks like a secret (hex, 32 to 128 characters). */
-export function isSecret(text: string): boolean {
-  return /^[0-9a-f]{32,128}$/i.test(text);
-}
-
 /**
  * The proof that the holder of `secret` sends for `command` (`CONNECT`,
  * `RESERVE`, `RELEASE`, or `CLIENT` for a private name's client) on `name`

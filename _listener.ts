@@ -8,6 +8,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { HelperOptions } from "./_dial.ts";
+import { pause } from "./_accept.ts";
 import { RelayError } from "./_errors.ts";
 
 const log = getLogger(["tcp-relay", "server"]);
@@ -18,18 +19,6 @@ export interface PoolOptions extends HelperOptions {
   pool: number;
   minBackoff?: number;
   maxBackoff?: number;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done);
-  });
 }
 
 /** Failures that retrying cannot mend: the relay refuses what we ask. */
@@ -104,16 +93,16 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
       } catch (e) {
         if (this.#closed) return;
         if (isPermanent(e)) return this.#fail(e);
-        const pause = Math.min(max, min * 2 ** failures++) * Math.random();
+        const ms = Math.min(max, min * 2 ** failures++) * Math.random();
         log.warn(
           "Relay connection for {name} failed ({error}); retrying in {ms} ms",
           {
             name: this.#options.name,
             error: String((e as Error)?.message ?? e),
-            ms: Math.round(pause),
+            ms: Math.round(ms),
           },
         );
-        await sleep(pause, this.#ac.signal);
+        await pause(ms, this.#ac.signal);
       }
     }
   }

@@ -116,11 +116,16 @@ export class Rendezvous {
       waiting,
       handshaking: this.#guard.held - parkedCount - waiting,
       activePairs: this.#pairs.size,
-      connections: this.#guard.held + 2 * this.#pairs.size,
+      connections: this.#open(),
       pairings: this.#pairings,
       refusals: this.#refusals,
       bytes: { clientToServer: this.#c2s, serverToClient: this.#s2c },
     };
+  }
+
+  /** Open connections: unpaired ones and both sides of each pair. */
+  #open(): number {
+    return this.#guard.held + 2 * this.#pairs.size;
   }
 
   #serve(
@@ -129,11 +134,7 @@ export class Rendezvous {
   ): void {
     acceptAll(listener, (conn) => {
       const addr = conn.remoteAddr, peer = formatAddr(addr);
-      const refusal = this.#guard.admit(
-        conn,
-        addr.hostname,
-        this.#guard.held + 2 * this.#pairs.size,
-      );
+      const refusal = this.#guard.admit(conn, addr.hostname, this.#open());
       if (refusal) {
         return this.#refuse(conn, peer, refusal, `ERROR LIMIT ${refusal}`);
       }
