@@ -8,7 +8,6 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import {
   configure,
-  getTextFormatter,
   jsonLinesFormatter,
   type LogLevel,
   type LogRecord,
@@ -54,8 +53,13 @@ export function parseFlags<O extends NonNullable<ParseArgsConfig["options"]>>(
   options: O,
 ) {
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals: false })
-      .values;
+    return parseArgs({
+      args,
+      options,
+      strict: true,
+      allowPositionals: false,
+      allowNegative: true,
+    }).values;
   } catch (e) {
     throw new UsageError((e as Error).message.replace(/\.$/, ""));
   }
@@ -86,6 +90,52 @@ export function integer(
   return n;
 }
 
+const LEVEL_TAGS: Record<string, string> = {
+  trace: "TRC",
+  debug: "DBG",
+  info: "INF",
+  warning: "WRN",
+  error: "ERR",
+  fatal: "FTL",
+};
+let stampSecond = -1, stampText = "", stampZone = "";
+
+/** `2026-11-24 21:23:02.432 +00:00`, the date part cached per second. */
+function stamp(ms: number): string {
+  const second = Math.floor(ms / 1000);
+  if (second !== stampSecond) {
+    const d = new Date(ms), off = -d.getTimezoneOffset();
+    const pad = (n: number, w = 2) => String(n).padStart(w, "0");
+    stampSecond = second;
+    stampText = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${
+      pad(d.getDate())
+    } ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.`;
+    stampZone = ` ${off < 0 ? "-" : "+"}${
+      pad(Math.floor(Math.abs(off) / 60))
+    }:${pad(Math.abs(off) % 60)}`;
+  }
+  return stampText + String(ms - second * 1000).padStart(3, "0") + stampZone;
+}
+
+/**
+ * One text line per record, as LogTape's text formatter writes it, at a
+ * fraction of its cost (a log line per pairing is on the relay's hot path).
+ */
+function textLine(record: LogRecord): string {
+  let text = "";
+  for (let i = 0; i < record.message.length; i++) {
+    const part = record.message[i];
+    text += i % 2 === 0
+      ? part
+      : typeof part === "string"
+      ? JSON.stringify(part)
+      : Deno.inspect(part);
+  }
+  return `${stamp(record.timestamp)} [${LEVEL_TAGS[record.level]}] ${
+    record.category.join("·")
+  }: ${text}\n`;
+}
+
 /** Sets up LogTape on stderr: text lines, or JSON lines for `json`. */
 export async function setupLogging(
   level: string | undefined,
@@ -99,9 +149,7 @@ export async function setupLogging(
   if (format !== "text" && format !== "json") {
     throw new UsageError(`--log-format takes text or json, not "${format}"`);
   }
-  const formatter = format === "json"
-    ? jsonLinesFormatter
-    : getTextFormatter({ timestamp: "date-time-timezone" });
+  const formatter = format === "json" ? jsonLinesFormatter : textLine;
   await configure({
     sinks: {
       // Synchronous writes to stderr: stdout may carry data (client --stdio),

@@ -5,12 +5,13 @@
  * Deno's built-in `conn.readable`/`conn.writable` close the whole socket at
  * end of stream (so they cannot carry a half-close) and hold a 64 KiB buffer
  * per pending read. Here:
- * - a {@linkcode Source} reads into a small buffer of its own while the peer
- *   is quiet and into large pooled buffers while data streams (a full small
- *   read moves it up, a short large read moves it down);
  * - the default path is a read/write loop per direction written as promise
- *   callbacks (no async frame waits per idle direction), which writes every
- *   byte (a `write` may take part of a buffer) and gives large buffers back;
+ *   callbacks (no async frame per idle direction, no closure per read). It
+ *   takes over what the {@linkcode Source} read while the connection
+ *   waited, then reads the connection itself into a small buffer while the
+ *   peer is quiet and into large pooled buffers while data streams (a full
+ *   read moves it up, a short one down), writes every byte (a `write` may
+ *   take part of a buffer) and gives large buffers back;
  * - the `"streams"` path is `readable.pipeTo(writable)` over streams of our
  *   own with the same buffers, kept to compare in the benchmark: its stream
  *   objects cost more memory per idle pair and it carries less.
@@ -19,142 +20,19 @@
  */
 
 import { type ByteStream, writeAll } from "./_protocol.ts";
+import {
+  type Chunk,
+  giveBack,
+  type Handover,
+  SMALL_BUFFER,
+  type Source,
+  takeLarge,
+} from "./_source.ts";
 
 /** A two-way connection: `Deno.TcpConn`, `Deno.TlsConn`, or stdio joined. */
 export interface Duplex extends ByteStream {
   closeWrite(): Promise<void>;
   close(): void;
-}
-
-/** Bytes a quiet direction keeps waiting in its read. */
-export const SMALL_BUFFER = 512;
-/** Bytes of a pooled buffer used while data streams. */
-export const LARGE_BUFFER = 1024 * 1024;
-/** Bytes of a buffer used while data streams once the pool's budget is spent. */
-const MEDIUM_BUFFER = 64 * 1024;
-/** Large buffers alive at once (256 MiB), pooled or in use. */
-const POOL_BUDGET = 256;
-/** Large buffers kept in the pool while unused. */
-const POOL_KEEP = 16;
-const pool: Uint8Array[] = [];
-let largeAlive = 0;
-
-function takeLarge(): Uint8Array {
-  const buf = pool.pop();
-  if (buf) return buf;
-  if (largeAlive >= POOL_BUDGET) return new Uint8Array(MEDIUM_BUFFER);
-  largeAlive++;
-  return new Uint8Array(LARGE_BUFFER);
-}
-
-/** Returns the buffer under `chunk` to the pool if it is a large one. */
-function giveBack(chunk: Uint8Array): void {
-  if (chunk.buffer.byteLength !== LARGE_BUFFER) return;
-  if (pool.length < POOL_KEEP) pool.push(new Uint8Array(chunk.buffer));
-  else largeAlive--;
-}
-
-type Chunk = Uint8Array | null;
-
-/**
- * Reads a connection in chunks. It can watch a connection that waits (a
- * parked server, a client waiting for one) to learn at once that it died,
- * keeping what arrives meanwhile, and later hand all of that, and the read
- * still under way, to the data phase in order.
- */
-export class Source {
-  #r: Pick<ByteStream, "read">;
-  #queue: Chunk[] = [];
-  #queued = 0;
-  #inflight: Promise<Chunk> | null = null;
-  #watching = false;
-  #small: Uint8Array | null = null;
-  #large = false;
-
-  /** `prefix`: bytes already read past the handshake. */
-  constructor(r: Pick<ByteStream, "read">, prefix?: Uint8Array) {
-    this.#r = r;
-    if (prefix?.length) this.#queue.push(prefix);
-  }
-
-  #readConn(): Promise<Chunk> {
-    if (this.#large) {
-      const buf = takeLarge();
-      return this.#r.read(buf).then((n) => {
-        if (n !== null && n >= SMALL_BUFFER) return buf.subarray(0, n);
-        this.#large = false;
-        const chunk = n === null ? null : buf.slice(0, n);
-        giveBack(buf);
-        return chunk;
-      }, (e) => {
-        giveBack(buf);
-        throw e;
-      });
-    }
-    const small = this.#small ??= new Uint8Array(SMALL_BUFFER);
-    return this.#r.read(small).then((n) => {
-      if (n === null) return null;
-      if (n === small.length) this.#large = true;
-      return small.slice(0, n);
-    });
-  }
-
-  /**
-   * Starts watching: `onEnd` is called once if the connection resets, or ends
-   * when `endIsDeath` (a parked server that closes is gone; a client that
-   * half-closes after its request is not). `intercept` may take a chunk
-   * (protocol lines while parked) instead of keeping it. Stops reading after
-   * `cap` bytes kept.
-   */
-  watch(
-    onEnd: () => void,
-    endIsDeath: boolean,
-    intercept?: (chunk: Uint8Array) => boolean,
-    cap = 64 * 1024,
-  ): void {
-    this.#watching = true;
-    const step = (): void => {
-      if (!this.#watching || this.#queued >= cap) return;
-      const p = this.#readConn();
-      this.#inflight = p;
-      p.then((chunk) => {
-        if (this.#inflight !== p) return; // the data phase took it over
-        this.#inflight = null;
-        if (chunk === null && endIsDeath) return onEnd();
-        if (chunk && intercept?.(chunk)) return step();
-        this.#queue.push(chunk);
-        if (chunk === null) return;
-        this.#queued += chunk.length;
-        step();
-      }, () => {
-        if (this.#inflight === p) onEnd();
-      });
-    };
-    step();
-  }
-
-  /** The next chunk, or `null` at end of stream. Stops any watch. */
-  read(): Promise<Chunk> {
-    this.#watching = false;
-    if (this.#queue.length) return Promise.resolve(this.#queue.shift()!);
-    const p = this.#inflight;
-    if (p) {
-      this.#inflight = null;
-      return p;
-    }
-    return this.#readConn();
-  }
-
-  /** This source as a stream that pulls one chunk per demand. */
-  readable(): ReadableStream<Uint8Array> {
-    return new ReadableStream<Uint8Array>({
-      pull: async (controller) => {
-        const chunk = await this.read();
-        if (chunk === null) controller.close();
-        else controller.enqueue(chunk);
-      },
-    }, { highWaterMark: 0 });
-  }
 }
 
 /**
@@ -181,41 +59,206 @@ export function sink(
   }, { highWaterMark: 1 });
 }
 
+/** Bytes relayed each way; one object may count for many pairs. */
+export interface Totals {
+  aToB: number;
+  bToA: number;
+}
+
 /**
- * Copies `src` to `dst` until the end of `src`, then calls `end(false)`
- * (after `dst.closeWrite()` unless `last()` says both directions are done);
- * on failure calls `end(true)`. Promise callbacks, not an async loop: an idle
- * direction holds one pending read and nothing else.
+ * One direction of a pair: reads `src` and writes every byte to `dst`.
+ * Callbacks, not an async loop, and nothing allocated per idle direction but
+ * its pending read: it first drains what the source's watch kept, then reads
+ * the connection itself into a small buffer that grows into pooled large
+ * ones while data streams.
  */
-function pump(
-  src: Source,
-  dst: Pick<Duplex, "write" | "closeWrite">,
-  onBytes: ((n: number) => void) | undefined,
-  end: (failed: boolean) => void,
-  last: () => boolean,
-): void {
-  const fail = () => end(true);
-  const ended = () => end(false);
-  const next = (): void => void src.read().then(onChunk, fail);
-  const onChunk = (chunk: Chunk): void => {
-    if (chunk === null) {
-      if (last()) return ended();
-      return void dst.closeWrite().then(ended, ended);
+class Pump {
+  #pair: Pair;
+  #dst: Duplex;
+  #aToB: boolean;
+  #conn: Pick<ByteStream, "read">;
+  #held: Handover | null;
+  #small: Uint8Array | null = null;
+  #large = false;
+  #buf: Uint8Array | null = null;
+  #off = 0;
+
+  constructor(pair: Pair, src: Source, dst: Duplex, aToB: boolean) {
+    this.#pair = pair;
+    this.#dst = dst;
+    this.#aToB = aToB;
+    this.#conn = src.conn;
+    this.#held = src.handOver();
+  }
+
+  /** Reads the next chunk: what the watch kept first, then the connection. */
+  next(): void {
+    const held = this.#held;
+    if (held) {
+      if (held.queue.length) return this.#chunk(held.queue.shift()!);
+      if (held.inflight) {
+        const p = held.inflight;
+        held.inflight = null;
+        return void p.then((c) => this.#chunk(c), this.#fail);
+      }
+      this.#small = held.small;
+      this.#large = held.large;
+      this.#held = null;
     }
-    write(chunk, 0);
+    const buf = this.#buf = this.#large
+      ? takeLarge()
+      : (this.#small ??= new Uint8Array(SMALL_BUFFER));
+    this.#conn.read(buf).then(this.#onRead, this.#fail);
+  }
+
+  #onRead = (n: number | null): void => {
+    const buf = this.#buf!;
+    if (n === null) {
+      giveBack(buf);
+      this.#buf = null;
+      return this.#chunk(null);
+    }
+    // a full read: data streams, read large next; a short one: it paused,
+    // so an idle direction waits on the small buffer, not a large one
+    this.#large = n === buf.length;
+    this.#chunk(buf.subarray(0, n));
   };
-  const write = (chunk: Uint8Array, off: number): void =>
-    void dst.write(off ? chunk.subarray(off) : chunk).then((n) => {
-      if (off + n < chunk.length) return write(chunk, off + n);
-      onBytes?.(chunk.length);
-      giveBack(chunk);
-      next();
-    }, fail);
-  next();
+
+  #chunk(chunk: Chunk): void {
+    if (chunk === null) return this.#pair.ended(this.#dst);
+    this.#buf = chunk;
+    this.#off = 0;
+    this.#write();
+  }
+
+  #write(): void {
+    const c = this.#buf!, off = this.#off;
+    this.#dst.write(off ? c.subarray(off) : c).then(
+      this.#onWritten,
+      this.#fail,
+    );
+  }
+
+  #onWritten = (n: number): void => {
+    const chunk = this.#buf!;
+    this.#off += n;
+    if (this.#off < chunk.length) return this.#write();
+    this.#pair.count(this.#aToB, chunk.length);
+    giveBack(chunk);
+    this.#buf = null;
+    this.next();
+  };
+
+  /** A read or write failed: the buffer goes back, and the pair closes. */
+  #fail = (): void => {
+    if (this.#buf) giveBack(this.#buf);
+    this.#buf = null;
+    this.#pair.close();
+  };
+}
+
+/**
+ * A pair being relayed: both directions, and the end when both have ended
+ * (each end carried as a half-close) or either failed.
+ */
+export class Pair {
+  /** What the owner calls the pair (a name, for logs). */
+  readonly tag: string;
+  readonly #a: Duplex;
+  readonly #b: Duplex;
+  readonly #totals?: Totals;
+  readonly #onEnd: (pair: Pair) => void;
+  #open = 2;
+  #closed = false;
+
+  constructor(
+    a: Duplex,
+    b: Duplex,
+    totals: Totals | undefined,
+    onEnd: (pair: Pair) => void,
+    tag = "",
+  ) {
+    this.#a = a;
+    this.#b = b;
+    this.#totals = totals;
+    this.#onEnd = onEnd;
+    this.tag = tag;
+  }
+
+  /** Whether both connections are closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Counts bytes relayed. */
+  count(aToB: boolean, n: number): void {
+    if (!this.#totals) return;
+    if (aToB) this.#totals.aToB += n;
+    else this.#totals.bToA += n;
+  }
+
+  /**
+   * One direction ended: half-close its destination (unless `dst` is left
+   * out: done already), or close both if it was the last.
+   */
+  ended(dst?: Duplex): void {
+    if (this.#closed) return;
+    if (--this.#open === 0) return this.close();
+    dst?.closeWrite().catch(() => {}); // a peer gone already finds out reading
+  }
+
+  /** A direction failed: close both. */
+  fail = (): void => this.close();
+
+  /** Closes both connections (once) and reports the end. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const c of [this.#a, this.#b]) {
+      try {
+        c.close();
+      } catch {
+        // closed already
+      }
+    }
+    this.#onEnd(this);
+  }
 }
 
 /** How {@linkcode pipePair} moves bytes (see the module doc). */
 export type DataPath = "loop" | "streams";
+
+/**
+ * Starts copying bytes both ways between `a` and `b` (see {@linkcode Pair});
+ * `onEnd` is called once both connections are closed.
+ */
+export function relayPair(
+  a: Duplex,
+  aSource: Source,
+  b: Duplex,
+  bSource: Source,
+  options: {
+    totals?: Totals;
+    path?: DataPath;
+    tag?: string;
+    onEnd: (pair: Pair) => void;
+  },
+): Pair {
+  const pair = new Pair(a, b, options.totals, options.onEnd, options.tag);
+  if (options.path === "streams") {
+    const pipe = (src: Source, dst: Duplex, aToB: boolean) =>
+      src.readable().pipeTo(sink(dst, (n) => pair.count(aToB, n))).then(
+        () => pair.ended(),
+        pair.fail,
+      );
+    pipe(aSource, b, true);
+    pipe(bSource, a, false);
+    return pair;
+  }
+  new Pump(pair, aSource, b, true).next();
+  new Pump(pair, bSource, a, false).next();
+  return pair;
+}
 
 /**
  * Copies bytes both ways between `a` and `b` until both directions have ended
@@ -227,38 +270,14 @@ export function pipePair(
   aSource: Source,
   b: Duplex,
   bSource: Source,
-  count?: { aToB?: (n: number) => void; bToA?: (n: number) => void },
+  totals?: Totals,
   path: DataPath = "loop",
 ): Promise<void> {
-  return new Promise((resolve) => {
-    let open = 2, closed = false;
-    const closeBoth = () => {
-      if (closed) return;
-      closed = true;
-      for (const c of [a, b]) {
-        try {
-          c.close();
-        } catch {
-          // closed already
-        }
-      }
-      resolve();
-    };
-    const end = (failed: boolean) => {
-      if (failed || --open === 0) closeBoth();
-    };
-    if (path === "streams") {
-      const pipe = (src: Source, dst: Duplex, onBytes?: (n: number) => void) =>
-        src.readable().pipeTo(sink(dst, onBytes)).then(
-          () => end(false),
-          () => end(true),
-        );
-      pipe(aSource, b, count?.aToB);
-      pipe(bSource, a, count?.bToA);
-      return;
-    }
-    const last = () => open === 1;
-    pump(aSource, b, count?.aToB, end, last);
-    pump(bSource, a, count?.bToA, end, last);
-  });
+  return new Promise((resolve) =>
+    void relayPair(a, aSource, b, bSource, {
+      totals,
+      path,
+      onEnd: () => resolve(),
+    })
+  );
 }

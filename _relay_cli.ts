@@ -62,6 +62,8 @@ Options:
                               limits too (by default only to --max-connections)
   --data-path loop|streams    how bytes are copied: read/write loops (default)
                               or pipeTo over Web Streams (for benchmarks)
+  --no-reclaim                keep memory after busy spells (by default a
+                              quiet relay gives it back to the system)
   --log-level LEVEL           trace, debug, info, warning, error (default info)
   --log-format FORMAT         text or json (default text)
   -h, --help                  show this help
@@ -102,6 +104,7 @@ const OPTIONS = {
   "max-names": { type: "string", default: String(DEFAULT_LIMITS.maxNames) },
   "limit-loopback": { type: "boolean", default: false },
   "data-path": { type: "string", default: "loop" },
+  reclaim: { type: "boolean", default: true },
 } as const;
 
 function readFlagFile(flag: string, path: string): string {
@@ -153,6 +156,7 @@ export function parseRelayFlags(args: string[]): Record<string, unknown> {
       limitLoopback: v["limit-loopback"],
     },
     dataPath: v["data-path"],
+    reclaimMemory: v.reclaim,
     logLevel: v["log-level"],
     logFormat: v["log-format"],
   };

@@ -19,8 +19,10 @@ import {
   Refusal,
   type ServerRequest,
 } from "./_handshake.ts";
-import { type DataPath, pipePair, Source } from "./_pipe.ts";
+import { type DataPath, type Pair, relayPair } from "./_pipe.ts";
+import { Source } from "./_source.ts";
 import { formatAddr, line, Word, writeAll } from "./_protocol.ts";
+import { Reclaimer } from "./_reclaim.ts";
 import { type Conn, NameTable, type Waiter } from "./_table.ts";
 
 export type { Conn } from "./_table.ts";
@@ -73,6 +75,7 @@ export interface RendezvousSettings {
   limits: Limits;
   owners?: NameOwners;
   openRegistration: boolean;
+  reclaimMemory?: boolean;
 }
 
 /** The relay's engine over its two listeners. */
@@ -82,13 +85,14 @@ export class Rendezvous {
   #listeners: Deno.Listener<Conn>[];
   #table: NameTable;
   #guard: Guard;
-  #pairs = new Map<Promise<void>, Conn[]>();
+  #pairs = new Set<Pair>();
+  #drained?: () => void;
   #stop = new AbortController();
   #pairings = 0;
   #refusals = 0;
-  #c2s = 0;
-  #s2c = 0;
+  #totals = { aToB: 0, bToA: 0 }; // a: the client, b: the server
   #done!: () => void;
+  #reclaimer?: Reclaimer;
 
   constructor(
     settings: RendezvousSettings,
@@ -103,6 +107,11 @@ export class Rendezvous {
         this.#refuse(conn, peer, reason, reply, name),
       paired: (name, server, client) => this.#relay(name, server, client),
     });
+    if (settings.reclaimMemory) {
+      this.#reclaimer = new Reclaimer(() =>
+        this.#totals.aToB + this.#totals.bToA
+      );
+    }
     this.#listeners = [serverListener, clientListener];
     this.finished = new Promise((resolve) => this.#done = resolve);
     this.#serve(serverListener, (c, p) => this.#onServer(c, p));
@@ -119,7 +128,10 @@ export class Rendezvous {
       connections: this.#open(),
       pairings: this.#pairings,
       refusals: this.#refusals,
-      bytes: { clientToServer: this.#c2s, serverToClient: this.#s2c },
+      bytes: {
+        clientToServer: this.#totals.aToB,
+        serverToClient: this.#totals.bToA,
+      },
     };
   }
 
@@ -133,6 +145,7 @@ export class Rendezvous {
     handle: (c: Conn, peer: string) => Promise<void>,
   ): void {
     acceptAll(listener, (conn) => {
+      this.#reclaimer?.poke();
       const addr = conn.remoteAddr, peer = formatAddr(addr);
       const refusal = this.#guard.admit(conn, addr.hostname, this.#open());
       if (refusal) {
@@ -369,39 +382,46 @@ export class Rendezvous {
       client: client.peer,
       server: server.peer,
     });
-    const done = pipePair(
+    const pair = relayPair(
       client.conn,
       client.source,
       server.conn,
       server.source,
       {
-        aToB: (n) => this.#c2s += n,
-        bToA: (n) => this.#s2c += n,
+        totals: this.#totals,
+        path: this.#settings.dataPath,
+        tag: name,
+        onEnd: this.#pairEnded,
       },
-      this.#settings.dataPath,
     );
-    this.#pairs.set(done, [client.conn, server.conn]);
-    done.then(() => {
-      this.#pairs.delete(done);
-      log.debug("Pair {name} closed", { name });
-    });
+    if (!pair.closed) this.#pairs.add(pair); // both ends may have come early
   }
+
+  #pairEnded = (pair: Pair): void => {
+    this.#pairs.delete(pair);
+    this.#reclaimer?.poke(2, true);
+    log.debug("Pair {name} closed", { name: pair.tag });
+    if (this.#pairs.size === 0) this.#drained?.();
+  };
 
   async shutdown(): Promise<void> {
     if (this.#stop.signal.aborted) return this.finished;
     this.#stop.abort();
+    this.#reclaimer?.close();
     this.#listeners.forEach(closeQuietly);
     this.#table.close();
     for (const c of this.#guard.conns()) this.#drop(c as Conn);
-    const pairs = Promise.all(this.#pairs.keys());
+    const drained = new Promise<void>((r) =>
+      this.#pairs.size ? this.#drained = r : r()
+    );
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((r) =>
       timer = setTimeout(r, this.#settings.drainTimeout)
     );
-    await Promise.race([pairs, timeout]);
+    await Promise.race([drained, timeout]);
     clearTimeout(timer);
-    for (const conns of this.#pairs.values()) conns.forEach(closeQuietly);
-    await pairs;
+    for (const pair of [...this.#pairs]) pair.close();
+    await drained;
     this.#done();
     return this.finished;
   }

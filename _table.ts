@@ -8,7 +8,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { Source } from "./_pipe.ts";
+import type { Source } from "./_source.ts";
 import { line, Word, writeAll } from "./_protocol.ts";
 
 const log = getLogger(["tcp-relay", "relay"]);

@@ -25,7 +25,8 @@ import { getLogger } from "@logtape/logtape";
 import { type HelperOptions, type RelayConn, withRelay } from "./_dial.ts";
 import { proof } from "./_auth.ts";
 import { formatAddr, nameProblem, parseHostPort, Word } from "./_protocol.ts";
-import { pipePair, sink, Source } from "./_pipe.ts";
+import { pipePair, sink } from "./_pipe.ts";
+import { Source } from "./_source.ts";
 import { acceptAll } from "./_accept.ts";
 import {
   COMMON_OPTIONS,

@@ -82,6 +82,13 @@ export interface RelayOptions {
    * `"loop"`.
    */
   dataPath?: "loop" | "streams";
+  /**
+   * Give memory back to the system when the relay goes quiet after a busy
+   * spell: one full garbage collection and, on Linux with glibc,
+   * `malloc_trim(0)` (which needs `--allow-ffi`). It sets V8's `--expose-gc`
+   * for new contexts. The relay executable turns it on. Default `false`.
+   */
+  reclaimMemory?: boolean;
   /** Aborting it shuts the relay down as {@linkcode Relay.shutdown} does. */
   signal?: AbortSignal;
 }
@@ -188,6 +195,7 @@ export function serveRelay(options: RelayOptions = {}): Relay {
     owners: options.names ??
       (options.openRegistration ? new MemoryOwners() : undefined),
     openRegistration: !!options.openRegistration,
+    reclaimMemory: !!options.reclaimMemory,
   };
   const serverListener = listen(options.serverPort ?? DEFAULT_SERVER_PORT);
   let clientListener: Deno.Listener<Conn>;

@@ -38,7 +38,8 @@ import {
   parseHostPort,
   Word,
 } from "./_protocol.ts";
-import { pipePair, Source } from "./_pipe.ts";
+import { pipePair } from "./_pipe.ts";
+import { Source } from "./_source.ts";
 import {
   COMMON_OPTIONS,
   integer,

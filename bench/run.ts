@@ -8,12 +8,14 @@
  * deno task bench --peers project,socat --bytes 500000000 --pairs 2000
  * ```
  *
- * Peers: `direct` (no relay: the floor), `socat` (pairs once: throughput and
- * round trips only), `node` and `naive-deno` (the afternoon relays of
- * `../shared/bench/peers/`), `project` (this relay, read/write loops),
- * `project-streams` (this relay with `--data-path streams`) and
- * `project-small-heap` (this relay with V8's young generation capped at 1 MB:
- * `deno run --v8-flags=--max-semi-space-size=1`).
+ * Peers: `direct` (no relay: the floor), `epoll-c` (`peers/epoll_relay.c`,
+ * a bare single-threaded epoll relay in C: what any relay reaches here),
+ * `socat` (pairs once: throughput and round trips only), `node` and
+ * `naive-deno` (the afternoon relays of `../shared/bench/peers/`), `project`
+ * (this relay as `deno run -A relay.ts` starts it), `project-lean` (this
+ * relay as `deno task relay` and the compiled binary run it, with
+ * `--v8-flags=--optimize-for-size`) and `project-streams` (this relay with
+ * `--data-path streams`).
  *
  * @module
  */
@@ -29,7 +31,7 @@ const { values: flags } = parseArgs({
     peers: {
       type: "string",
       default:
-        "direct,socat,node,naive-deno,project,project-streams,project-small-heap",
+        "direct,epoll-c,socat,node,naive-deno,project,project-lean,project-streams",
     },
     bytes: { type: "string", default: "1000000000" },
     pings: { type: "string", default: "10000" },
@@ -94,8 +96,11 @@ try {
   Deno.exit(2);
 }
 const driver = await Deno.makeTempFile({ prefix: "relaybench-" });
+const floor = await Deno.makeTempFile({ prefix: "epoll_relay-" });
 if (
   (await run("gcc", ["-O2", "-pthread", "-o", driver, `${shared}relaybench.c`]))
+    .code ||
+  (await run("gcc", ["-O2", "-o", floor, `${root}bench/peers/epoll_relay.c`]))
     .code
 ) {
   Deno.exit(2);
@@ -122,6 +127,7 @@ function relayArgs(denoFlags: string[] = [], flags: string[] = []): string[] {
 
 const peerCommands: Record<string, [string, string[], string] | null> = {
   direct: null,
+  "epoll-c": [floor, [`${CP}`, `${SP}`], "seed"],
   socat: ["socat", [
     "-b",
     "262144",
@@ -137,12 +143,8 @@ const peerCommands: Record<string, [string, string[], string] | null> = {
     `${SP}`,
   ], "seed"],
   project: [deno, relayArgs(), "seed"],
+  "project-lean": [deno, relayArgs(["--v8-flags=--optimize-for-size"]), "seed"],
   "project-streams": [deno, relayArgs([], ["--data-path", "streams"]), "seed"],
-  "project-small-heap": [
-    deno,
-    relayArgs(["--v8-flags=--max-semi-space-size=1"]),
-    "seed",
-  ],
 };
 
 async function waitForPort(port: number): Promise<void> {
@@ -196,6 +198,14 @@ async function measure(
     ...args,
     ...extra,
   ]);
+  let later: string | undefined;
+  if (child && mode === "concurrent") {
+    // the driver reads RSS 0.5 s after closing; a relay may give memory back later
+    await new Promise((r) => setTimeout(r, 1000));
+    later = /VmRSS:\s+(\d+)/.exec(
+      await Deno.readTextFile(`/proc/${child.pid}/status`).catch(() => ""),
+    )?.[1];
+  }
   if (child) {
     try {
       child.kill("SIGTERM");
@@ -203,8 +213,13 @@ async function measure(
     await child.status;
   }
   const line = out.trim().split("\n").pop() || "error=stalled";
-  console.error(`  ${peer} ${mode}: ${line}`);
-  return Object.fromEntries(line.split(" ").map((kv) => kv.split("=")));
+  console.error(
+    `  ${peer} ${mode}: ${line}${later ? ` rss_later_kb=${later}` : ""}`,
+  );
+  return {
+    ...Object.fromEntries(line.split(" ").map((kv) => kv.split("="))),
+    ...(later ? { rss_later_kb: later } : {}),
+  };
 }
 
 const peers = flags.peers.split(",").filter((p) => {
@@ -292,9 +307,8 @@ for (const peer of peers) {
     kb(conc.rss0_kb, conc.rss_open_kb, conc.pairs),
     kb(conc.rss0_kb, conc.rss_peak_kb, conc.pairs),
     conc.rss_after_kb && Number(conc.rss0_kb) > 0
-      ? `${(Number(conc.rss0_kb) / 1024).toFixed(0)} → ${
-        (Number(conc.rss_after_kb) / 1024).toFixed(0)
-      }`
+      ? [conc.rss0_kb, conc.rss_after_kb, conc.rss_later_kb ?? ""]
+        .map((kb) => kb ? (Number(kb) / 1024).toFixed(0) : "—").join(" → ")
       : "—",
     max.error
       ? `failed (${max.error})`
@@ -306,6 +320,7 @@ for (const peer of peers) {
   ]);
 }
 await Deno.remove(driver);
+await Deno.remove(floor);
 
 const head = [
   "peer",
@@ -316,7 +331,7 @@ const head = [
   "pairings/s",
   `KB/idle pair (${flags.pairs})`,
   "KB/pair after msgs",
-  "RSS MB start → after close",
+  "RSS MB start → 0.5 s → 1.5 s after close",
   `${flags["max-pairs"]} pairs at once`,
 ];
 console.log(`| ${head.join(" | ")} |`);
