@@ -98,6 +98,8 @@ const LEVEL_TAGS: Record<string, string> = {
   error: "ERR",
   fatal: "FTL",
 };
+/** What makes Deno.inspect quote or escape a string differently. */
+const PLAIN_UNSAFE = /["'`\\\x00-\x1f\x7f-\x9f]/;
 let stampSecond = -1, stampText = "", stampZone = "";
 
 /** `2026-11-24 21:23:02.432 +00:00`, the date part cached per second. */
@@ -121,14 +123,15 @@ function stamp(ms: number): string {
  * One text line per record, as LogTape's text formatter writes it, at a
  * fraction of its cost (a log line per pairing is on the relay's hot path).
  */
-function textLine(record: LogRecord): string {
+export function textLine(record: LogRecord): string {
   let text = "";
   for (let i = 0; i < record.message.length; i++) {
     const part = record.message[i];
+    // a plain string is quoted as Deno.inspect would, without its cost
     text += i % 2 === 0
       ? part
-      : typeof part === "string"
-      ? JSON.stringify(part)
+      : typeof part === "string" && !PLAIN_UNSAFE.test(part)
+      ? `"${part}"`
       : Deno.inspect(part);
   }
   return `${stamp(record.timestamp)} [${LEVEL_TAGS[record.level]}] ${

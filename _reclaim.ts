@@ -4,12 +4,12 @@
  *
  * V8 collects its old generation late and keeps the pages it grew into, and
  * the allocator keeps what Deno's native side freed: left alone, a relay's
- * RSS stays at its peak long after the pairs are gone. V8's own memory
- * reducer runs on tasks that Deno's event loop does not pump while it waits
- * for sockets, so it does not help. Here, once nothing was accepted, closed
- * or relayed for {@linkcode QUIET_MS} and the heap grew by at least
- * {@linkcode MIN_GROWTH} since the last time, one full garbage collection
- * runs and, on Linux with glibc, `malloc_trim(0)` returns freed pages.
+ * RSS stayed at its peak after the pairs were gone (nothing in an idle relay
+ * prompts V8 to shrink). Here, once nothing was accepted, closed or relayed
+ * for {@linkcode QUIET_MS}, and since the last time either the heap grew by
+ * {@linkcode MIN_GROWTH} or {@linkcode MIN_CLOSED} connections closed, one
+ * full garbage collection runs and, on Linux with glibc, `malloc_trim(0)`
+ * returns the allocator's free pages.
  *
  * It is on in the relay executable and off by default in the library (it
  * sets V8's `--expose-gc` for new contexts and, for the trim, needs
@@ -44,7 +44,9 @@ function load(): { gc?: () => void; trim?: () => void } {
     // not available in this runtime: V8 collects on its own schedule
   }
   try {
-    if (Deno.build.os === "linux") {
+    // asked, not requested: no permission prompt in the middle of serving
+    const ffi = Deno.permissions.querySync({ name: "ffi" }).state;
+    if (Deno.build.os === "linux" && ffi === "granted") {
       const libc = Deno.dlopen("libc.so.6", {
         malloc_trim: { parameters: ["usize"], result: "i32" },
       });

@@ -20,6 +20,8 @@ import {
   text,
 } from "./_helpers.ts";
 import { clientTs, type Proc, relayProc, run, serverTs } from "./_proc.ts";
+import { getTextFormatter, type LogRecord } from "@logtape/logtape";
+import { textLine } from "../_cli.ts";
 
 const ROOT = new URL("..", import.meta.url);
 const VERSION: string = JSON.parse(
@@ -84,6 +86,33 @@ Deno.test("relay.ts exits 2 on a bad flag value and names the flag", async () =>
     ok(r.stderr.includes(cases[i][0]), r.stderr);
   }
   for (const r of results) ok(!r.stderr.includes("Relay listening"), r.stderr);
+});
+
+Deno.test("text log lines are exactly LogTape's text format (with its timestamps and quoting)", () => {
+  const theirs = getTextFormatter({ timestamp: "date-time-timezone" });
+  const record = (
+    level: LogRecord["level"],
+    message: unknown[],
+    timestamp: number,
+  ): LogRecord => ({
+    category: ["tcp-relay", "relay"],
+    level,
+    message,
+    rawMessage: "",
+    properties: {},
+    timestamp,
+  });
+  const at = Date.UTC(2026, 10, 24, 21, 23, 2, 7);
+  for (
+    const r of [
+      record("info", ["Paired ", "bench", ": client ", "127.0.0.1:1"], at),
+      record("warning", ["Refused ", 'a"b', " (", 3, ")"], at + 993),
+      record("error", ["Failed: ", { code: "X" }, ""], at + 60_000),
+      record("debug", ["Pair ", "n", " closed"], at + 86_400_000 + 1),
+      record("trace", ["", null, " and ", undefined, ""], at - 1),
+      record("info", ["", "tab\there", " ", "ünï", " ", "x'y", ""], at),
+    ]
+  ) assertEquals(textLine(r), theirs(r));
 });
 
 Deno.test("relay process pairs a server with a client and logs the pairing with the name", async () => {
