@@ -98,8 +98,8 @@ const LEVEL_TAGS: Record<string, string> = {
   error: "ERR",
   fatal: "FTL",
 };
-/** What makes Deno.inspect quote or escape a string differently. */
-const PLAIN_UNSAFE = /["'`\\\x00-\x1f\x7f-\x9f]/;
+/** Strings Deno.inspect shows in plain double quotes: printable ASCII, no quotes, no backslash. */
+const PLAIN = /^[\x20\x21\x23-\x26\x28-\x5b\x5d-\x5f\x61-\x7e]*$/;
 let stampSecond = -1, stampText = "", stampZone = "";
 
 /** `2026-11-24 21:23:02.432 +00:00`, the date part cached per second. */
@@ -130,7 +130,7 @@ export function textLine(record: LogRecord): string {
     // a plain string is quoted as Deno.inspect would, without its cost
     text += i % 2 === 0
       ? part
-      : typeof part === "string" && !PLAIN_UNSAFE.test(part)
+      : typeof part === "string" && PLAIN.test(part)
       ? `"${part}"`
       : Deno.inspect(part);
   }
