@@ -7,7 +7,7 @@
  * RSS stayed at its peak after the pairs were gone (nothing in an idle relay
  * prompts V8 to shrink). Here, once nothing was accepted, closed or relayed
  * for {@linkcode QUIET_MS}, and since the last time either the heap grew by
- * {@linkcode MIN_GROWTH} or {@linkcode MIN_CLOSED} connections closed, one
+ * {@linkcode MIN_GROWTH} or {@linkcode MIN_CHURN} connections came or went, one
  * full garbage collection runs and, on Linux with glibc, `malloc_trim(0)`
  * returns the allocator's free pages.
  *
@@ -29,8 +29,8 @@ const log = getLogger(["tcp-relay", "relay"]);
 export const QUIET_MS = 100;
 /** Heap growth since the last reclaim that makes one worth its pause (bytes). */
 export const MIN_GROWTH = 32 * 1024 * 1024;
-/** Connections closed since the last reclaim that make one worth its pause. */
-export const MIN_CLOSED = 1000;
+/** Connections accepted or closed since the last reclaim that make one worth its pause. */
+export const MIN_CHURN = 1000;
 
 let tools: { gc?: () => void; trim?: () => void } | undefined;
 
@@ -66,7 +66,7 @@ export class Reclaimer {
   #bytes: () => number;
   #timer?: ReturnType<typeof setTimeout>;
   #events = 0;
-  #closed = 0;
+  #churn = 0;
   #seen = 0;
   #base = Deno.memoryUsage().heapUsed;
   #reclaims = 0;
@@ -86,10 +86,10 @@ export class Reclaimer {
     return this.#reclaims;
   }
 
-  /** `n` connections were accepted, or closed if `closed`. */
-  poke(n = 1, closed = false): void {
+  /** `n` connections were accepted or closed. */
+  poke(n = 1): void {
     this.#events += n;
-    if (closed) this.#closed += n;
+    this.#churn += n;
     this.#arm();
   }
 
@@ -108,14 +108,14 @@ export class Reclaimer {
     if (now !== this.#seen) return this.#arm();
     const before = Deno.memoryUsage();
     const grew = before.heapUsed - this.#base >= MIN_GROWTH;
-    if (!grew && this.#closed < MIN_CLOSED) return;
+    if (!grew && this.#churn < MIN_CHURN) return;
     const { gc, trim } = load();
     const t0 = performance.now();
     gc?.();
     trim?.();
     const after = Deno.memoryUsage();
     this.#base = after.heapUsed;
-    this.#closed = 0;
+    this.#churn = 0;
     this.#reclaims++;
     log.debug("Gave memory back: RSS {before} MB -> {after} MB in {ms} ms", {
       before: Math.round(before.rss / 2 ** 20),

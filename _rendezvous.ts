@@ -399,7 +399,7 @@ export class Rendezvous {
 
   #pairEnded = (pair: Pair): void => {
     this.#pairs.delete(pair);
-    this.#reclaimer?.poke(2, true);
+    this.#reclaimer?.poke(2);
     log.debug("Pair {name} closed", { name: pair.tag });
     if (this.#pairs.size === 0) this.#drained?.();
   };

@@ -21,6 +21,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { idleKbPerPair } from "./_hold.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const shared = new URL("../../shared/bench/", import.meta.url).pathname;
@@ -159,32 +160,43 @@ async function waitForPort(port: number): Promise<void> {
   throw new Error(`peer did not listen on ${port}`);
 }
 
+/** Starts `peer` (none for `direct`) once it listens. */
+async function startPeer(peer: string): Promise<Deno.ChildProcess | undefined> {
+  const spec = peerCommands[peer];
+  if (!spec) return undefined;
+  const child = new Deno.Command(spec[0], {
+    args: spec[1],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  // socat pairs on its first connection: no probing, just a pause
+  if (peer === "socat") await new Promise((r) => setTimeout(r, 300));
+  else await waitForPort(CP);
+  return child;
+}
+
+async function stopPeer(child?: Deno.ChildProcess): Promise<void> {
+  if (!child) return;
+  try {
+    child.kill("SIGTERM");
+  } catch { /* gone */ }
+  await child.status;
+}
+
 /** Runs one driver mode against a fresh peer process; returns its key=value line. */
 async function measure(
   peer: string,
   mode: string,
   args: string[],
 ): Promise<Record<string, string>> {
-  const spec = peerCommands[peer];
-  let child: Deno.ChildProcess | undefined;
-  if (spec) {
-    child = new Deno.Command(spec[0], {
-      args: spec[1],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    // socat pairs on its first connection: no probing, just a pause
-    if (peer === "socat") await new Promise((r) => setTimeout(r, 300));
-    else await waitForPort(CP);
-  }
-  const proto = spec?.[2] ?? "direct";
+  const child = await startPeer(peer);
   const base = [
     "--client-port",
     `${CP}`,
     "--server-port",
     `${SP}`,
     "--proto",
-    proto,
+    peerCommands[peer]?.[2] ?? "direct",
     "--name",
     "bench",
   ];
@@ -206,12 +218,7 @@ async function measure(
       await Deno.readTextFile(`/proc/${child.pid}/status`).catch(() => ""),
     )?.[1];
   }
-  if (child) {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* gone */ }
-    await child.status;
-  }
+  await stopPeer(child);
   const line = out.trim().split("\n").pop() || "error=stalled";
   console.error(
     `  ${peer} ${mode}: ${line}${later ? ` rss_later_kb=${later}` : ""}`,
@@ -220,6 +227,16 @@ async function measure(
     ...Object.fromEntries(line.split(" ").map((kv) => kv.split("="))),
     ...(later ? { rss_later_kb: later } : {}),
   };
+}
+
+/** KB of RSS per pair after `flags.pairs` pairs idled a second (bench/_hold.ts). */
+async function idle(peer: string): Promise<string> {
+  const child = await startPeer(peer);
+  if (!child) return "—";
+  const kb = await idleKbPerPair(child.pid, SP, CP, Number(flags.pairs));
+  await stopPeer(child);
+  console.error(`  ${peer} idle: ${kb} KB per pair after 1 s`);
+  return kb;
 }
 
 const peers = flags.peers.split(",").filter((p) => {
@@ -285,6 +302,7 @@ for (const peer of peers) {
   const conc = pairs
     ? await measure(peer, "concurrent", ["--pairs", flags.pairs, "--msgs", "5"])
     : {};
+  const idled = pairs ? await idle(peer) : "—";
   const max = pairs
     ? await measure(peer, "concurrent", [
       "--pairs",
@@ -306,6 +324,7 @@ for (const peer of peers) {
     pairing.per_sec ?? "—",
     kb(conc.rss0_kb, conc.rss_open_kb, conc.pairs),
     kb(conc.rss0_kb, conc.rss_peak_kb, conc.pairs),
+    idled,
     conc.rss_after_kb && Number(conc.rss0_kb) > 0
       ? [conc.rss0_kb, conc.rss_after_kb, conc.rss_later_kb ?? ""]
         .map((kb) => kb ? (Number(kb) / 1024).toFixed(0) : "—").join(" → ")
@@ -331,6 +350,7 @@ const head = [
   "pairings/s",
   `KB/idle pair (${flags.pairs})`,
   "KB/pair after msgs",
+  "KB/pair idle 1 s",
   "RSS MB start → 0.5 s → 1.5 s after close",
   `${flags["max-pairs"]} pairs at once`,
 ];

@@ -15,7 +15,7 @@ import {
 import { relayProc } from "./_proc.ts";
 import { largeBuffersInUse } from "../_source.ts";
 import { writeAll } from "../_protocol.ts";
-import { MIN_CLOSED } from "../_reclaim.ts";
+import { MIN_CHURN } from "../_reclaim.ts";
 
 for (const dataPath of ["loop", "streams"] as const) {
   Deno.test(`${dataPath} data path: after a burst, an idle pair waits on its small buffer, not a pooled 1 MiB one`, async () => {
@@ -59,13 +59,13 @@ async function burstOfPairs(
 
 Deno.test("the relay gives memory back once it is quiet after a burst of pairs closed", async () => {
   await using relay = await relayProc("--log-level=debug");
-  await burstOfPairs(relay, MIN_CLOSED / 2 + 10);
+  await burstOfPairs(relay, MIN_CHURN / 4 + 10);
   await relay.proc.waitErr(/Gave memory back: RSS \d+ MB -> \d+ MB/);
 });
 
 Deno.test("--no-reclaim: the same burst leaves memory to V8's own schedule", async () => {
   await using relay = await relayProc("--log-level=debug", "--no-reclaim");
-  await burstOfPairs(relay, MIN_CLOSED / 2 + 10);
+  await burstOfPairs(relay, MIN_CHURN / 4 + 10);
   await relay.proc.waitErr(/Pair "burst" closed/); // the pairs were relayed
   await new Promise((r) => setTimeout(r, 500)); // past the quiet spell
   ok(!/Gave memory back/.test(relay.proc.err), "memory was reclaimed");
