@@ -1,10 +1,13 @@
 /**
  * The relay's limits against a single host exhausting it: connections
  * overall, connections per source IP (handshaking, parked or waiting), and
- * failed proofs per source IP per minute.
+ * failed proofs per source IP per minute; and who may use an owned name.
  *
  * @module
  */
+
+import { verify } from "./_auth.ts";
+import { Word } from "./_protocol.ts";
 
 /**
  * Limits a public relay runs with; each is a flag of `relay.ts`. Peers on a
@@ -113,6 +116,48 @@ export class Guard {
 
   #limited(ip: string): boolean {
     return this.#limits.limitLoopback || !isLoopback(ip);
+  }
+
+  /** Whether `ip` proved `secret` for `command` on `name`; counts failures. */
+  proved(
+    ip: string,
+    secret: string,
+    command: string,
+    name: string,
+    v2?: { nonce: string; proof?: string },
+  ): boolean {
+    if (v2 && verify(secret, v2.nonce, command, name, v2.proof)) return true;
+    if (v2?.proof) this.failed(ip);
+    return false;
+  }
+
+  /**
+   * Why a server at `ip` may not send `command` for the owned name `name`
+   * (whose owner's secret is `secret`), with the line to answer; `undefined`
+   * if it may.
+   */
+  ownerDenies(
+    ip: string,
+    secret: string,
+    command: string,
+    name: string,
+    v2?: { nonce: string; proof?: string },
+  ): [reason: string, reply: string] | undefined {
+    if (!v2 || (command === Word.RESERVE && !v2.proof)) {
+      return command === Word.RESERVE ? ["name in use", Word.USED] : [
+        "owned name, v1 peer",
+        `ERROR AUTH ${name} is owned: use protocol v2 with its secret`,
+      ];
+    }
+    if (this.blocked(ip)) {
+      return [
+        "too many failed proofs",
+        "ERROR RATE too many failed proofs; try again later",
+      ];
+    }
+    if (!this.proved(ip, secret, command, name, v2)) {
+      return ["wrong proof", `ERROR AUTH wrong proof for ${name}`];
+    }
   }
 
   /** Whether `ip` failed too many proofs this minute. */

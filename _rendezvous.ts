@@ -8,7 +8,6 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { verify } from "./_auth.ts";
 import { acceptAll } from "./_accept.ts";
 import { Guard, type Limits } from "./_guard.ts";
 import {
@@ -234,19 +233,6 @@ export class Rendezvous {
     }
   }
 
-  /** Whether `ip` proved `secret` for `command` on `name`; counts failures. */
-  #proved(
-    ip: string,
-    secret: string,
-    command: string,
-    name: string,
-    v2?: { nonce: string; proof?: string },
-  ) {
-    if (v2 && verify(secret, v2.nonce, command, name, v2.proof)) return true;
-    if (v2?.proof) this.#guard.failed(ip);
-    return false;
-  }
-
   async #onServer(conn: Conn, peer: string): Promise<void> {
     const req = await this.#handshake<ServerRequest>(
       conn,
@@ -259,24 +245,9 @@ export class Rendezvous {
     const refuse = (reason: string, reply: string) =>
       this.#refuse(conn, peer, reason, reply, name);
     const owner = this.#settings.owners?.get(name);
-    if (owner) {
-      if (!v2 || (command === Word.RESERVE && !v2.proof)) {
-        if (command === Word.RESERVE) return refuse("name in use", Word.USED);
-        return refuse(
-          "owned name, v1 peer",
-          `ERROR AUTH ${name} is owned: use protocol v2 with its secret`,
-        );
-      }
-      if (this.#guard.blocked(ip)) {
-        return refuse(
-          "too many failed proofs",
-          "ERROR RATE too many failed proofs; try again later",
-        );
-      }
-      if (!this.#proved(ip, owner.secret, command, name, v2)) {
-        return refuse("wrong proof", `ERROR AUTH wrong proof for ${name}`);
-      }
-    }
+    const denied = owner &&
+      this.#guard.ownerDenies(ip, owner.secret, command, name, v2);
+    if (denied) return refuse(...denied);
     if (
       command !== Word.RELEASE && !owner && !this.#table.has(name) &&
       this.#table.size >= this.#guard.maxNames
@@ -355,7 +326,7 @@ export class Rendezvous {
       // other answer (an ERROR, even RATE) would tell that it exists.
       const why = this.#guard.blocked(ip)
         ? "too many failed proofs"
-        : this.#proved(ip, owner.clientKey, "CLIENT", name, v2)
+        : this.#guard.proved(ip, owner.clientKey, "CLIENT", name, v2)
         ? undefined
         : "private name, no valid key";
       if (why) return this.#refuse(conn, peer, why, Word.NOEXIST, name);
