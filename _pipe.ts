@@ -37,17 +37,23 @@ export interface Duplex extends ByteStream {
 
 /**
  * A stream that writes every chunk fully to `w`, counts the bytes with
- * `onBytes`, and half-closes `w` (`closeWrite()`) when the source ends.
+ * `onBytes`, and half-closes `w` (`closeWrite()`) when the source ends. A
+ * chunk's pooled buffer goes back once written or failed; with `out`, only if
+ * the chunk is still in it (it is taken out).
  */
 export function sink(
   w: Pick<Duplex, "write" | "closeWrite">,
   onBytes?: (n: number) => void,
+  out?: Set<Uint8Array>,
 ): WritableStream<Uint8Array> {
   return new WritableStream<Uint8Array>({
     async write(chunk) {
-      await writeAll(w, chunk);
-      onBytes?.(chunk.length);
-      giveBack(chunk);
+      try {
+        await writeAll(w, chunk);
+        onBytes?.(chunk.length);
+      } finally {
+        if (!out || out.delete(chunk)) giveBack(chunk);
+      }
     },
     async close() {
       try {
@@ -57,6 +63,23 @@ export function sink(
       }
     },
   }, { highWaterMark: 1 });
+}
+
+/**
+ * `src.readable().pipeTo(sink(dst))`, and every pooled buffer handed to the
+ * streams comes back to the pool, written or not: when a pipe stops on an
+ * error, the chunks still queued in it are dropped by the streams.
+ */
+export function pipeStream(
+  src: Source,
+  dst: Pick<Duplex, "write" | "closeWrite">,
+  onBytes?: (n: number) => void,
+): Promise<void> {
+  const out = new Set<Uint8Array>();
+  return src.readable(out).pipeTo(sink(dst, onBytes, out)).finally(() => {
+    for (const chunk of out) giveBack(chunk);
+    out.clear();
+  });
 }
 
 /** Bytes relayed each way; one object may count for many pairs. */
@@ -247,7 +270,7 @@ export function relayPair(
   const pair = new Pair(a, b, options.totals, options.onEnd, options.tag);
   if (options.path === "streams") {
     const pipe = (src: Source, dst: Duplex, aToB: boolean) =>
-      src.readable().pipeTo(sink(dst, (n) => pair.count(aToB, n))).then(
+      pipeStream(src, dst, (n) => pair.count(aToB, n)).then(
         () => pair.ended(),
         pair.fail,
       );

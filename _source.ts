@@ -175,13 +175,17 @@ export class Source {
     return this.#readConn();
   }
 
-  /** This source as a stream that pulls one chunk per demand. */
-  readable(): ReadableStream<Uint8Array> {
+  /**
+   * This source as a stream that pulls one chunk per demand; each chunk
+   * handed out is added to `out` (see `pipeStream` in `_pipe.ts`).
+   */
+  readable(out?: Set<Uint8Array>): ReadableStream<Uint8Array> {
     return new ReadableStream<Uint8Array>({
       pull: async (controller) => {
         const chunk = await this.read();
-        if (chunk === null) controller.close();
-        else controller.enqueue(chunk);
+        if (chunk === null) return controller.close();
+        out?.add(chunk);
+        controller.enqueue(chunk);
       },
     }, { highWaterMark: 0 });
   }

@@ -25,7 +25,7 @@ import { getLogger } from "@logtape/logtape";
 import { type HelperOptions, type RelayConn, withRelay } from "./_dial.ts";
 import { proof } from "./_auth.ts";
 import { formatAddr, nameProblem, parseHostPort, Word } from "./_protocol.ts";
-import { pipePair, sink } from "./_pipe.ts";
+import { pipePair, pipeStream } from "./_pipe.ts";
 import { Source } from "./_source.ts";
 import { acceptAll } from "./_accept.ts";
 import {
@@ -108,8 +108,8 @@ async function stdio(options: ClientOptions): Promise<number> {
     closeWrite: () => Promise.resolve(),
   };
   // Our end of stdin becomes a half-close; the server's end ends the process.
-  new Source(Deno.stdin).readable().pipeTo(sink(conn)).catch(() => {});
-  await new Source(conn).readable().pipeTo(sink(stdout)).catch(() => {});
+  pipeStream(new Source(Deno.stdin), conn).catch(() => {});
+  await pipeStream(new Source(conn), stdout).catch(() => {});
   return 0;
 }
 

@@ -4,11 +4,14 @@
 
 import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
 import {
+  ask,
   inParallel,
   pair,
   randomBytes,
   Raw,
   readExactly,
+  reset,
+  resettable,
   startRelay,
   until,
 } from "./_helpers.ts";
@@ -34,6 +37,27 @@ for (const dataPath of ["loop", "streams"] as const) {
       () => relay.stats().bytes.clientToServer === burst.length,
       "the burst to be counted",
     );
+    assertEquals(largeBuffersInUse(), before);
+  });
+}
+
+for (const dataPath of ["loop", "streams"] as const) {
+  Deno.test(`${dataPath} data path: a server reset while the relay writes to it gives the pooled buffers back`, async () => {
+    await using relay = startRelay({ dataPath });
+    const before = largeBuffersInUse();
+    const server = await resettable(relay.serverAddr.port, "CONNECT\nn\n");
+    server.pause(); // reads nothing: the relay's writes to it back up
+    await until(() => relay.stats().parked.n === 1, "the server to park");
+    using client = await ask(relay, "n");
+    assertEquals(await client.line(), "CONNECTED");
+    const writing = writeAll(client.conn, randomBytes(32 << 20, 5)).catch(
+      () => {},
+    );
+    await until(() => largeBuffersInUse() > before, "a pooled buffer in use");
+    await reset(server);
+    await until(() => relay.stats().activePairs === 0, "the pair to close");
+    client.close();
+    await writing;
     assertEquals(largeBuffersInUse(), before);
   });
 }
