@@ -208,11 +208,6 @@ export class Pair {
     this.tag = tag;
   }
 
-  /** Whether both connections are closed. */
-  get closed(): boolean {
-    return this.#closed;
-  }
-
   /** Counts bytes relayed. */
   count(aToB: boolean, n: number): void {
     if (!this.#totals) return;

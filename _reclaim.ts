@@ -65,11 +65,9 @@ function load(): { gc?: () => void; trim?: () => void } {
 export class Reclaimer {
   #bytes: () => number;
   #timer?: ReturnType<typeof setTimeout>;
-  #events = 0;
   #churn = 0;
   #seen = 0;
   #base = Deno.memoryUsage().heapUsed;
-  #reclaims = 0;
 
   /** `bytes`: the bytes relayed so far (data flowing is not quiet). */
   constructor(bytes: () => number) {
@@ -78,17 +76,11 @@ export class Reclaimer {
   }
 
   #activity(): number {
-    return this.#events + this.#bytes();
-  }
-
-  /** How many times memory was given back. */
-  get reclaims(): number {
-    return this.#reclaims;
+    return this.#churn + this.#bytes();
   }
 
   /** `n` connections were accepted or closed. */
   poke(n = 1): void {
-    this.#events += n;
     this.#churn += n;
     this.#arm();
   }
@@ -116,7 +108,6 @@ export class Reclaimer {
     const after = Deno.memoryUsage();
     this.#base = after.heapUsed;
     this.#churn = 0;
-    this.#reclaims++;
     log.debug("Gave memory back: RSS {before} MB -> {after} MB in {ms} ms", {
       before: Math.round(before.rss / 2 ** 20),
       after: Math.round(after.rss / 2 ** 20),

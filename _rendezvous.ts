@@ -365,7 +365,7 @@ export class Rendezvous {
         onEnd: this.#pairEnded,
       },
     );
-    if (!pair.closed) this.#pairs.add(pair); // both ends may have come early
+    this.#pairs.add(pair);
   }
 
   #pairEnded = (pair: Pair): void => {
