@@ -7,6 +7,7 @@
  */
 
 import { verify } from "./_auth.ts";
+import type { V2 } from "./_handshake.ts";
 import { Word } from "./_protocol.ts";
 
 /**
@@ -124,7 +125,7 @@ export class Guard {
     secret: string,
     command: string,
     name: string,
-    v2?: { nonce: string; proof?: string },
+    v2?: V2,
   ): boolean {
     if (v2 && verify(secret, v2.nonce, command, name, v2.proof)) return true;
     if (v2?.proof) this.failed(ip);
@@ -141,7 +142,7 @@ export class Guard {
     secret: string,
     command: string,
     name: string,
-    v2?: { nonce: string; proof?: string },
+    v2?: V2,
   ): [reason: string, reply: string] | undefined {
     if (!v2 || (command === Word.RESERVE && !v2.proof)) {
       return command === Word.RESERVE ? ["name in use", Word.USED] : [

@@ -8,19 +8,9 @@
  * @module
  */
 
-const encoder = new TextEncoder();
+import { readLineExact, writeAll } from "../_protocol.ts";
 
-/** Reads until `conn` has sent a whole line (nothing else follows here). */
-async function line(conn: Deno.Conn): Promise<string> {
-  const buf = new Uint8Array(64);
-  let len = 0;
-  while (len === 0 || buf[len - 1] !== 10) {
-    const n = await conn.read(buf.subarray(len));
-    if (n === null || len + n >= buf.length) throw new Error("no line");
-    len += n;
-  }
-  return new TextDecoder().decode(buf.subarray(0, len - 1));
-}
+const encoder = new TextEncoder();
 
 async function exactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
   const buf = new Uint8Array(n);
@@ -33,7 +23,7 @@ async function exactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
 }
 
 async function expect(conn: Deno.Conn, want: string): Promise<void> {
-  const got = await line(conn);
+  const got = await readLineExact(conn);
   if (got !== want) throw new Error(`expected ${want}, got ${got}`);
 }
 
@@ -69,19 +59,19 @@ export async function idleKbPerPair(
     await each(pairs, async (i) => {
       const s = servers[i] = await open(serverPort);
       await expect(s, "SERVER");
-      await s.write(encoder.encode("CONNECT\nbench\n"));
+      await writeAll(s, encoder.encode("CONNECT\nbench\n"));
     });
     await each(pairs, async (i) => {
       const c = clients[i] = await open(clientPort);
       await expect(c, "CLIENT");
-      await c.write(encoder.encode("bench\n"));
+      await writeAll(c, encoder.encode("bench\n"));
       await expect(c, "CONNECTED");
     });
     await each(pairs, (i) => expect(servers[i], "CONNECTED"));
     const ping = encoder.encode("0123456789abcdef");
-    await each(pairs, async (i) => void await clients[i].write(ping));
+    await each(pairs, (i) => writeAll(clients[i], ping));
     await each(pairs, async (i) => {
-      await servers[i].write(await exactly(servers[i], 16));
+      await writeAll(servers[i], await exactly(servers[i], 16));
     });
     await each(pairs, async (i) => void await exactly(clients[i], 16));
     await new Promise((r) => setTimeout(r, idleMs));
