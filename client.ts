@@ -22,12 +22,21 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { type HelperOptions, type RelayConn, withRelay } from "./_dial.ts";
-import { proof } from "./_auth.ts";
-import { formatAddr, nameProblem, parseHostPort, Word } from "./_protocol.ts";
-import { pipePair, pipeStream } from "./_pipe.ts";
-import { Source } from "./_source.ts";
-import { acceptAll } from "./_accept.ts";
+import {
+  type HelperOptions,
+  type RelayConn,
+  withRelay,
+} from "./helpers/_dial.ts";
+import { proof } from "./protocol/_auth.ts";
+import {
+  formatAddr,
+  nameProblem,
+  parseHostPort,
+  Word,
+} from "./protocol/_wire.ts";
+import { pipePair, pipeStream } from "./datapath/_pipe.ts";
+import { Source } from "./datapath/_source.ts";
+import { acceptAll } from "./datapath/_accept.ts";
 import {
   COMMON_OPTIONS,
   parseFlags,
@@ -37,9 +46,9 @@ import {
   TLS_OPTIONS,
   tlsOptions,
   UsageError,
-} from "./_cli.ts";
+} from "./cli/_common.ts";
 
-export type { HelperOptions, RelayConn } from "./_dial.ts";
+export type { HelperOptions, RelayConn } from "./helpers/_dial.ts";
 
 const log = getLogger(["tcp-relay", "client"]);
 

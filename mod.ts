@@ -44,4 +44,4 @@ export {
   type RelayStats,
   serveRelay,
 } from "./relay.ts";
-export { RelayError, type RelayErrorCode } from "./_errors.ts";
+export { RelayError, type RelayErrorCode } from "./protocol/_errors.ts";

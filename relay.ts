@@ -29,21 +29,21 @@ import {
   DEFAULT_HEARTBEAT,
   DEFAULT_SERVER_PORT,
   DEFAULT_WAIT,
-} from "./_protocol.ts";
+} from "./protocol/_wire.ts";
 import {
   type Conn,
   type NameOwners,
   type RelayStats,
   Rendezvous,
-} from "./_rendezvous.ts";
-import { DEFAULT_LIMITS, type Limits } from "./_guard.ts";
-import { newSecret } from "./_auth.ts";
-import { parseRelayFlags, RELAY_USAGE, runNames } from "./_relay_cli.ts";
-import { runMain, setupLogging, stopSignal } from "./_cli.ts";
-import { NameStore } from "./_store.ts";
+} from "./engine/_rendezvous.ts";
+import { DEFAULT_LIMITS, type Limits } from "./engine/_guard.ts";
+import { newSecret } from "./protocol/_auth.ts";
+import { parseRelayFlags, RELAY_USAGE, runNames } from "./cli/_relay.ts";
+import { runMain, setupLogging, stopSignal } from "./cli/_common.ts";
+import { NameStore } from "./engine/_store.ts";
 
-export type { NameOwners, RelayStats } from "./_rendezvous.ts";
-export type { Limits } from "./_guard.ts";
+export type { NameOwners, RelayStats } from "./engine/_rendezvous.ts";
+export type { Limits } from "./engine/_guard.ts";
 
 /** Options of {@linkcode serveRelay}. */
 export interface RelayOptions {

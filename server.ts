@@ -28,18 +28,18 @@ import {
   type RelayConn,
   type Session,
   withRelay,
-} from "./_dial.ts";
-import { proof } from "./_auth.ts";
-import { RelayError } from "./_errors.ts";
+} from "./helpers/_dial.ts";
+import { proof } from "./protocol/_auth.ts";
+import { RelayError } from "./protocol/_errors.ts";
 import {
   DEFAULT_HEARTBEAT,
   formatAddr,
   nameProblem,
   parseHostPort,
   Word,
-} from "./_protocol.ts";
-import { pipePair } from "./_pipe.ts";
-import { Source } from "./_source.ts";
+} from "./protocol/_wire.ts";
+import { pipePair } from "./datapath/_pipe.ts";
+import { Source } from "./datapath/_source.ts";
 import {
   COMMON_OPTIONS,
   integer,
@@ -50,9 +50,9 @@ import {
   TLS_OPTIONS,
   tlsOptions,
   UsageError,
-} from "./_cli.ts";
+} from "./cli/_common.ts";
 
-export type { HelperOptions, RelayConn } from "./_dial.ts";
+export type { HelperOptions, RelayConn } from "./helpers/_dial.ts";
 
 const log = getLogger(["tcp-relay", "server"]);
 
@@ -193,8 +193,8 @@ export interface ListenOptions extends ServerOptions {
   maxBackoff?: number;
 }
 
-export { RelayListener } from "./_listener.ts";
-import { RelayListener } from "./_listener.ts";
+export { RelayListener } from "./helpers/_listener.ts";
+import { RelayListener } from "./helpers/_listener.ts";
 
 /**
  * Keeps `pool` connections waiting at the relay under `name`, replaces each

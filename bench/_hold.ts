@@ -8,7 +8,7 @@
  * @module
  */
 
-import { readLineExact, writeAll } from "../_protocol.ts";
+import { readLineExact, writeAll } from "../protocol/_wire.ts";
 
 const encoder = new TextEncoder();
 

@@ -12,7 +12,7 @@ import { once } from "node:events";
 import net from "node:net";
 import { accept, connect, RelayError, type RelayErrorCode } from "../mod.ts";
 import { type Relay, type RelayOptions, serveRelay } from "../relay.ts";
-import { readLineExact, writeAll } from "../_protocol.ts";
+import { readLineExact, writeAll } from "../protocol/_wire.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -2,8 +2,8 @@
 // held to the limits, seeded randomness, and v2 handshakes by hand.
 
 import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
-import { proof } from "../_auth.ts";
-import { writeAll } from "../_protocol.ts";
+import { proof } from "../protocol/_auth.ts";
+import { writeAll } from "../protocol/_wire.ts";
 import { accept, connect } from "../mod.ts";
 import type { NameOwners, RelayOptions } from "../relay.ts";
 import {

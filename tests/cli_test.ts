@@ -21,7 +21,7 @@ import {
 } from "./_helpers.ts";
 import { clientTs, type Proc, relayProc, run, serverTs } from "./_proc.ts";
 import { getTextFormatter, type LogRecord } from "@logtape/logtape";
-import { textLine } from "../_cli.ts";
+import { textLine } from "../cli/_common.ts";
 
 const ROOT = new URL("..", import.meta.url);
 const VERSION: string = JSON.parse(

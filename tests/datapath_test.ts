@@ -12,7 +12,7 @@ import {
   sendAndClose,
   startRelay,
 } from "./_helpers.ts";
-import { writeAll } from "../_protocol.ts";
+import { writeAll } from "../protocol/_wire.ts";
 
 for (const dataPath of ["loop", "streams"] as const) {
   Deno.test(`${dataPath} data path: a half-close each way, the answer after it still arrives`, async () => {

@@ -7,8 +7,8 @@
 import { ok } from "node:assert/strict";
 import { once } from "node:events";
 import type net from "node:net";
-import { proof } from "../_auth.ts";
-import { writeAll } from "../_protocol.ts";
+import { proof } from "../protocol/_auth.ts";
+import { writeAll } from "../protocol/_wire.ts";
 import {
   healthyPairWorks,
   inParallel,

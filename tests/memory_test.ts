@@ -16,9 +16,9 @@ import {
   until,
 } from "./_helpers.ts";
 import { relayProc } from "./_proc.ts";
-import { largeBuffersInUse } from "../_source.ts";
-import { writeAll } from "../_protocol.ts";
-import { MIN_CHURN } from "../_reclaim.ts";
+import { largeBuffersInUse } from "../datapath/_source.ts";
+import { writeAll } from "../protocol/_wire.ts";
+import { MIN_CHURN } from "../engine/_reclaim.ts";
 
 for (const dataPath of ["loop", "streams"] as const) {
   Deno.test(`${dataPath} data path: after a burst, an idle pair waits on its small buffer, not a pooled 1 MiB one`, async () => {

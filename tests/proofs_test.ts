@@ -3,7 +3,7 @@
 // owned pair. Seeded; each test ends with a healthy pair and 0 connections.
 
 import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
-import { proof } from "../_auth.ts";
+import { proof } from "../protocol/_auth.ts";
 import { accept, connect } from "../mod.ts";
 import {
   firstDifference,

@@ -13,7 +13,7 @@ import {
   type TestRelay,
 } from "./_helpers.ts";
 import { clientTs, Proc, serverTs } from "./_proc.ts";
-import { readLineExact } from "../_protocol.ts";
+import { readLineExact } from "../protocol/_wire.ts";
 
 const FIXTURES = new URL("fixtures/", import.meta.url);
 

@@ -9,10 +9,10 @@ import {
 } from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { NameStore } from "../_store.ts";
+import { NameStore } from "../engine/_store.ts";
 import { tempDir, until } from "./_helpers.ts";
 
-const STORE = new URL("../_store.ts", import.meta.url).href;
+const STORE = new URL("../engine/_store.ts", import.meta.url).href;
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const posix = Deno.build.os !== "windows";
 

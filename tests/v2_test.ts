@@ -7,7 +7,7 @@ import {
   ok,
   strictEqual,
 } from "node:assert/strict";
-import { proof } from "../_auth.ts";
+import { proof } from "../protocol/_auth.ts";
 import { accept, connect, listen, RelayError, reserve } from "../mod.ts";
 import type { NameOwners } from "../relay.ts";
 import {

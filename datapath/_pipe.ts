@@ -19,7 +19,7 @@
  * @module
  */
 
-import { type ByteStream, writeAll } from "./_protocol.ts";
+import { type ByteStream, writeAll } from "../protocol/_wire.ts";
 import {
   type Chunk,
   giveBack,

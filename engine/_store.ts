@@ -13,8 +13,8 @@
 
 import { basename, join } from "node:path";
 import { getLogger } from "@logtape/logtape";
-import { newSecret } from "./_auth.ts";
-import { nameProblem } from "./_protocol.ts";
+import { newSecret } from "../protocol/_auth.ts";
+import { nameProblem } from "../protocol/_wire.ts";
 
 /** What the relay knows of an owned name. */
 export interface NameRecord {

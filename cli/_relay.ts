@@ -13,8 +13,8 @@ import {
   DEFAULT_HEARTBEAT,
   DEFAULT_SERVER_PORT,
   DEFAULT_WAIT,
-} from "./_protocol.ts";
-import { DEFAULT_LIMITS } from "./_guard.ts";
+} from "../protocol/_wire.ts";
+import { DEFAULT_LIMITS } from "../engine/_guard.ts";
 import {
   COMMON_OPTIONS,
   integer,
@@ -22,8 +22,8 @@ import {
   runMain,
   seconds,
   UsageError,
-} from "./_cli.ts";
-import { NameStore } from "./_store.ts";
+} from "./_common.ts";
+import { NameStore } from "../engine/_store.ts";
 
 /** The relay's `--help`. */
 export const RELAY_USAGE =

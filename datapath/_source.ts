@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { ByteStream } from "./_protocol.ts";
+import type { ByteStream } from "../protocol/_wire.ts";
 
 /** Bytes a quiet direction keeps waiting in its read. */
 export const SMALL_BUFFER = 512;

@@ -8,8 +8,8 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { HelperOptions } from "./_dial.ts";
-import { pause } from "./_accept.ts";
-import { RelayError } from "./_errors.ts";
+import { pause } from "../datapath/_accept.ts";
+import { RelayError } from "../protocol/_errors.ts";
 
 const log = getLogger(["tcp-relay", "server"]);
 

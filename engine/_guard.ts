@@ -6,9 +6,9 @@
  * @module
  */
 
-import { verify } from "./_auth.ts";
+import { verify } from "../protocol/_auth.ts";
 import type { V2 } from "./_handshake.ts";
-import { Word } from "./_protocol.ts";
+import { Word } from "../protocol/_wire.ts";
 
 /**
  * Limits a public relay runs with; each is a flag of `relay.ts`. Peers on a

@@ -8,8 +8,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { Source } from "./_source.ts";
-import { line, Word, writeAll } from "./_protocol.ts";
+import type { Source } from "../datapath/_source.ts";
+import { line, Word, writeAll } from "../protocol/_wire.ts";
 
 const log = getLogger(["tcp-relay", "relay"]);
 

@@ -11,8 +11,8 @@
  * @module
  */
 
-import { newNonce } from "./_auth.ts";
-import { RelayError } from "./_errors.ts";
+import { newNonce } from "../protocol/_auth.ts";
+import { RelayError } from "../protocol/_errors.ts";
 import {
   type ByteStream,
   HELLO_V2,
@@ -21,7 +21,7 @@ import {
   nameProblem,
   Word,
   writeAll,
-} from "./_protocol.ts";
+} from "../protocol/_wire.ts";
 
 /** A handshake the relay turns down: the line to answer (if any) and why. */
 export class Refusal extends Error {

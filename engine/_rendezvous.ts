@@ -8,7 +8,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { acceptAll } from "./_accept.ts";
+import { acceptAll } from "../datapath/_accept.ts";
 import { Guard, type Limits } from "./_guard.ts";
 import {
   type ClientRequest,
@@ -18,9 +18,9 @@ import {
   Refusal,
   type ServerRequest,
 } from "./_handshake.ts";
-import { type DataPath, type Pair, relayPair } from "./_pipe.ts";
-import { Source } from "./_source.ts";
-import { formatAddr, line, Word, writeAll } from "./_protocol.ts";
+import { type DataPath, type Pair, relayPair } from "../datapath/_pipe.ts";
+import { Source } from "../datapath/_source.ts";
+import { formatAddr, line, Word, writeAll } from "../protocol/_wire.ts";
 import { Reclaimer } from "./_reclaim.ts";
 import { type Conn, NameTable, type Waiter } from "./_table.ts";
 

@@ -8,7 +8,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { RelayError, type RelayErrorCode } from "./_errors.ts";
+import { RelayError, type RelayErrorCode } from "../protocol/_errors.ts";
 import {
   DEFAULT_CLIENT_PORT,
   DEFAULT_HELPER_TIMEOUT,
@@ -20,7 +20,7 @@ import {
   readLineExact,
   Word,
   writeAll,
-} from "./_protocol.ts";
+} from "../protocol/_wire.ts";
 
 const log = getLogger(["tcp-relay", "helper"]);
 
