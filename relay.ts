@@ -30,6 +30,7 @@ import {
   DEFAULT_SERVER_PORT,
   DEFAULT_WAIT,
 } from "./protocol/_wire.ts";
+import type { PairInfo, RelayEvents } from "./engine/_events.ts";
 import {
   type Conn,
   type NameOwners,
@@ -43,6 +44,16 @@ import { runMain, setupLogging, stopSignal } from "./cli/_common.ts";
 import { NameStore } from "./engine/_store.ts";
 
 export type { NameOwners, RelayStats } from "./engine/_rendezvous.ts";
+export type {
+  PairInfo,
+  Port,
+  RelayEvent,
+  RelayEventListener,
+  RelayEvents,
+  RelayEventType,
+  UnparkReason,
+} from "./engine/_events.ts";
+export type { RefusalCode } from "./protocol/_wire.ts";
 export type { Limits } from "./engine/_guard.ts";
 
 /** Options of {@linkcode serveRelay}. */
@@ -114,6 +125,22 @@ export interface Relay extends AsyncDisposable {
   readonly finished: Promise<void>;
   /** Live counts: parked connections per name, pairs, bytes relayed. */
   stats(): RelayStats;
+  /**
+   * The engine's events (accepted, refused with a code, parked, paired, pair
+   * ended with bytes and duration, …): subscribe with `events.on(listener)`.
+   */
+  readonly events: RelayEvents;
+  /** `"serving"`, `"draining"` once a shutdown started, then `"stopped"`. */
+  readonly state: "serving" | "draining" | "stopped";
+  /** The pairs being relayed now: name, peers, start, bytes so far. */
+  pairs(): PairInfo[];
+  /** Closes the pair with this `id` (from {@linkcode Relay.pairs}); `false` if none. */
+  closePair(id: number): boolean;
+  /**
+   * Closes every connection of `name`: parked, waiting and both sides of its
+   * pairs (the reservation stays); says how many it closed.
+   */
+  closeName(name: string): number;
   /**
    * Stops accepting, closes parked and handshaking connections, lets active
    * pairs finish for up to `drainTimeout`, then closes them. Resolves with
@@ -217,6 +244,13 @@ export function serveRelay(options: RelayOptions = {}): Relay {
     clientAddr: clientListener.addr as Deno.NetAddr,
     finished: core.finished,
     stats: () => core.stats(),
+    events: core.events,
+    get state() {
+      return core.state;
+    },
+    pairs: () => core.pairs(),
+    closePair: (id) => core.closePair(id),
+    closeName: (name) => core.closeName(name),
     shutdown,
     [Symbol.asyncDispose]: shutdown,
   };
