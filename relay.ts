@@ -8,7 +8,9 @@
  * deno run -A jsr:@x/tcp-relay/relay names add home-ssh --data /var/lib/tcp-relay
  * ```
  *
- * Run `deno run -A jsr:@x/tcp-relay/relay --help` for every flag.
+ * Run `deno run -A jsr:@x/tcp-relay/relay --help` for every flag;
+ * `--admin 127.0.0.1:9100` adds the admin server (metrics, a live status
+ * page, an HTTP API: {@linkcode serveAdmin}).
  *
  * @example Running a relay in-process on free ports
  * ```ts
@@ -42,6 +44,8 @@ import { newSecret } from "./protocol/_auth.ts";
 import { parseRelayFlags, RELAY_USAGE, runNames } from "./cli/_relay.ts";
 import { runMain, setupLogging, stopSignal } from "./cli/_common.ts";
 import { NameStore } from "./engine/_store.ts";
+import type { AdminOptions, AdminServer } from "./admin/_server.ts";
+import type { AdminFlags } from "./admin/_flags.ts";
 
 export type { NameOwners, RelayStats } from "./engine/_rendezvous.ts";
 export type {
@@ -55,6 +59,7 @@ export type {
 } from "./engine/_events.ts";
 export type { RefusalCode } from "./protocol/_wire.ts";
 export type { Limits } from "./engine/_guard.ts";
+export type { AdminNames, AdminOptions, AdminServer } from "./admin/_server.ts";
 
 /** Options of {@linkcode serveRelay}. */
 export interface RelayOptions {
@@ -256,6 +261,35 @@ export function serveRelay(options: RelayOptions = {}): Relay {
   };
 }
 
+/**
+ * Starts the admin server of `relay` over HTTP: `GET /healthz`, `/readyz`
+ * (503 while draining), `/metrics` (Prometheus), a live status page at `/`,
+ * and the JSON API under `/api/` (status, names, pairs; making and removing
+ * owned names in `names`, closing a pair or a name's connections). It
+ * listens on 127.0.0.1 unless told otherwise, and refuses an address that is
+ * not loopback without a `token`. It stops with the relay.
+ *
+ * The admin server (and prom-client) is loaded on the first call, so that a
+ * relay without one does not carry it.
+ *
+ * @example A relay and its admin server on free ports
+ * ```ts
+ * import { serveAdmin, serveRelay } from "jsr:@x/tcp-relay/relay";
+ *
+ * await using relay = serveRelay({ hostname: "127.0.0.1", serverPort: 0, clientPort: 0 });
+ * await using admin = await serveAdmin(relay, { port: 0 });
+ * console.log(`status page on ${admin.url}`);
+ * console.log(await (await fetch(new URL("/metrics", admin.url))).text());
+ * ```
+ */
+export async function serveAdmin(
+  relay: Relay,
+  options: AdminOptions,
+): Promise<AdminServer> {
+  const { startAdmin } = await import("./admin/_server.ts");
+  return startAdmin(relay, options);
+}
+
 async function main(): Promise<never> {
   if (Deno.args[0] === "names") return await runNames(Deno.args.slice(1));
   return await runMain(
@@ -264,6 +298,7 @@ async function main(): Promise<never> {
     async (v) => {
       const options = v as unknown as RelayOptions & {
         data?: string;
+        admin?: AdminFlags;
         logLevel: string;
         logFormat: string;
       };
@@ -279,11 +314,32 @@ async function main(): Promise<never> {
         });
       }
       const signal = stopSignal();
+      // admin server (issue 9): loaded before the relay starts, so that its
+      // metrics see every event from the first connection on
+      const adminModule = options.admin
+        ? await import("./admin/_server.ts")
+        : undefined;
       const relay = serveRelay({ ...options, signal });
+      let admin: AdminServer | undefined;
+      try {
+        admin = adminModule?.startAdmin(relay, {
+          ...options.admin!,
+          names: store,
+        });
+      } catch (e) {
+        await relay.shutdown();
+        throw e;
+      }
+      if (admin) {
+        log.info("Admin server on {url}", {
+          url: admin.url,
+          token: !!options.admin?.token,
+        });
+      }
       using _watch = store?.watch(() =>
         log.info("Credentials reloaded from {path}", { path: store!.path })
       );
-      const hup = () =>
+      const hup = () => {
         store?.reload().then(
           () => log.info("Credentials reloaded"),
           (e) =>
@@ -291,19 +347,34 @@ async function main(): Promise<never> {
               error: String(e),
             }),
         );
-      if (store) {
-        Deno.addSignalListener("SIGHUP", hup);
-      }
+        reloadAdminToken(admin, options.admin?.tokenFile);
+      };
+      const hangUp = !!store || !!options.admin?.tokenFile;
+      if (hangUp) Deno.addSignalListener("SIGHUP", hup);
       log.info("Relay listening: servers on {server}, clients on {client}", {
         server: `${relay.serverAddr.hostname}:${relay.serverAddr.port}`,
         client: `${relay.clientAddr.hostname}:${relay.clientAddr.port}`,
         tls: !!options.tls,
       });
       await relay.finished;
-      if (store) Deno.removeSignalListener("SIGHUP", hup);
+      await admin?.finished;
+      if (hangUp) Deno.removeSignalListener("SIGHUP", hup);
       log.info("Relay stopped");
     },
   );
+}
+
+/** Reads the admin token file again (on SIGHUP) and hands it to `admin`. */
+async function reloadAdminToken(admin?: AdminServer, file?: string) {
+  if (!admin || !file) return;
+  const log = getLogger(["tcp-relay", "admin"]);
+  const { readTokenFile } = await import("./admin/_flags.ts");
+  try {
+    admin.setToken(readTokenFile(file));
+    log.info("Admin token reloaded from {file}", { file });
+  } catch (e) {
+    log.error("Kept the admin token: {error}", { error: (e as Error).message });
+  }
 }
 
 if (import.meta.main) main();

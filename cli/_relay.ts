@@ -24,6 +24,12 @@ import {
   UsageError,
 } from "./_common.ts";
 import { NameStore } from "../engine/_store.ts";
+// --- admin server (issue 9): its two flags live in admin/_flags.ts ---
+import {
+  ADMIN_OPTIONS,
+  ADMIN_USAGE,
+  parseAdminFlags,
+} from "../admin/_flags.ts";
 
 /** The relay's `--help`. */
 export const RELAY_USAGE =
@@ -64,6 +70,7 @@ Options:
                               or pipeTo over Web Streams (for benchmarks)
   --no-reclaim                keep memory after busy spells (by default a
                               quiet relay gives it back to the system)
+${ADMIN_USAGE}
   --log-level LEVEL           trace, debug, info, warning, error (default info)
   --log-format FORMAT         text or json (default text)
   -h, --help                  show this help
@@ -105,6 +112,7 @@ const OPTIONS = {
   "limit-loopback": { type: "boolean", default: false },
   "data-path": { type: "string", default: "loop" },
   reclaim: { type: "boolean", default: true },
+  ...ADMIN_OPTIONS, // admin server (issue 9)
 } as const;
 
 function readFlagFile(flag: string, path: string): string {
@@ -117,7 +125,7 @@ function readFlagFile(flag: string, path: string): string {
   }
 }
 
-/** The relay's flags as `serveRelay` options, plus `data`, `logLevel`, `logFormat`, `help`, `version`. */
+/** The relay's flags as `serveRelay` options, plus `data`, `admin`, `logLevel`, `logFormat`, `help`, `version`. */
 export function parseRelayFlags(args: string[]): Record<string, unknown> {
   const v = parseFlags(args, OPTIONS);
   if (v.help || v.version) return v;
@@ -157,6 +165,7 @@ export function parseRelayFlags(args: string[]): Record<string, unknown> {
     },
     dataPath: v["data-path"],
     reclaimMemory: v.reclaim,
+    admin: parseAdminFlags(v), // admin server (issue 9)
     logLevel: v["log-level"],
     logFormat: v["log-format"],
   };
