@@ -41,9 +41,12 @@ import { newSecret } from "./protocol/_auth.ts";
 import { parseRelayFlags, RELAY_USAGE, runNames } from "./cli/_relay.ts";
 import { runMain, setupLogging, stopSignal } from "./cli/_common.ts";
 import { NameStore } from "./engine/_store.ts";
+import { ClusterNode, type ClusterOptions } from "./cluster/_node.ts";
+import { redact } from "./cluster/_registry.ts";
 
 export type { NameOwners, RelayStats } from "./engine/_rendezvous.ts";
 export type { Limits } from "./engine/_guard.ts";
+export type { ClusterOptions } from "./cluster/_node.ts";
 
 /** Options of {@linkcode serveRelay}. */
 export interface RelayOptions {
@@ -89,6 +92,12 @@ export interface RelayOptions {
    * for new contexts. The relay executable turns it on. Default `false`.
    */
   reclaimMemory?: boolean;
+  /**
+   * Join a cluster of relays sharing one Redis (see README, "Cluster"):
+   * clients of any node reach servers parked on any node, and owned names
+   * come from Redis unless `names` is given. Default: a relay on its own.
+   */
+  cluster?: ClusterOptions;
   /** Aborting it shuts the relay down as {@linkcode Relay.shutdown} does. */
   signal?: AbortSignal;
 }
@@ -112,6 +121,13 @@ export interface Relay extends AsyncDisposable {
   readonly clientAddr: Deno.NetAddr;
   /** Settles when the relay has stopped and every connection is closed. */
   readonly finished: Promise<void>;
+  /** In a cluster, where other nodes' links come in; else `undefined`. */
+  readonly peerAddr?: Deno.NetAddr;
+  /**
+   * Settles once the relay knows its owned names: at once, or in a cluster
+   * when they were first read from Redis (until then it refuses every name).
+   */
+  readonly ready: Promise<void>;
   /** Live counts: parked connections per name, pairs, bytes relayed. */
   stats(): RelayStats;
   /**
@@ -205,17 +221,40 @@ export function serveRelay(options: RelayOptions = {}): Relay {
     serverListener.close();
     throw e;
   }
-  const core = new Rendezvous(settings, serverListener, clientListener);
-  const shutdown = () => core.shutdown();
+  let node: ClusterNode | undefined;
+  try {
+    if (options.cluster) {
+      node = new ClusterNode(options.cluster, hostname, settings.wait);
+      settings.owners ??= node.owners;
+    }
+  } catch (e) {
+    serverListener.close();
+    clientListener.close();
+    throw e;
+  }
+  const core = new Rendezvous(
+    { ...settings, cluster: node },
+    serverListener,
+    clientListener,
+  );
+  // a node withdraws from the cluster first: nobody is routed here after
+  const shutdown = async () => {
+    await node?.withdraw();
+    await core.shutdown();
+    await node?.close();
+  };
+  const finished = core.finished.then(async () => {
+    await node?.close();
+  });
   options.signal?.addEventListener("abort", shutdown, { once: true });
   if (options.signal?.aborted) shutdown();
-  core.finished.then(() =>
-    options.signal?.removeEventListener("abort", shutdown)
-  );
+  finished.then(() => options.signal?.removeEventListener("abort", shutdown));
   return {
     serverAddr: serverListener.addr as Deno.NetAddr,
     clientAddr: clientListener.addr as Deno.NetAddr,
-    finished: core.finished,
+    peerAddr: node?.peerAddr,
+    ready: node ? node.owners.loaded : Promise.resolve(),
+    finished,
     stats: () => core.stats(),
     shutdown,
     [Symbol.asyncDispose]: shutdown,
@@ -236,7 +275,7 @@ async function main(): Promise<never> {
       await setupLogging(options.logLevel, options.logFormat);
       const log = getLogger(["tcp-relay", "relay"]);
       let store: NameStore | undefined;
-      if (options.data) {
+      if (options.data && !options.cluster) {
         store = await NameStore.open(options.data);
         options.names = store;
         log.info("Credentials from {path}: {count} owned names", {
@@ -246,6 +285,22 @@ async function main(): Promise<never> {
       }
       const signal = stopSignal();
       const relay = serveRelay({ ...options, signal });
+      if (options.cluster) {
+        const timer = setTimeout(
+          () =>
+            log.warn(
+              "Cluster's Redis unreachable: refusing every name until it is",
+            ),
+          5_000,
+        );
+        await relay.ready;
+        clearTimeout(timer);
+        log.info("Cluster node {node}: peers on {peer}, Redis {redis}", {
+          node: options.cluster.node,
+          peer: `${relay.peerAddr!.hostname}:${relay.peerAddr!.port}`,
+          redis: redact(options.cluster.redis),
+        });
+      }
       using _watch = store?.watch(() =>
         log.info("Credentials reloaded from {path}", { path: store!.path })
       );

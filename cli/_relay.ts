@@ -24,6 +24,8 @@ import {
   UsageError,
 } from "./_common.ts";
 import { NameStore } from "../engine/_store.ts";
+import { DEFAULT_PEER_PORT } from "../cluster/_link.ts";
+import { clusterFlags } from "../cluster/_flags.ts";
 
 /** The relay's `--help`. */
 export const RELAY_USAGE =
@@ -64,6 +66,17 @@ Options:
                               or pipeTo over Web Streams (for benchmarks)
   --no-reclaim                keep memory after busy spells (by default a
                               quiet relay gives it back to the system)
+  --cluster redis://HOST:PORT[/DB]
+                              join the cluster of relays sharing this Redis
+                              (owned names then live in Redis, not --data)
+  --node NAME                 this node's name in the cluster (unique)
+  --peer-port PORT            port for the other nodes' links (default ${DEFAULT_PEER_PORT})
+  --advertise HOST:PORT       where other nodes reach the peer port
+                              (default: --host, or this host's name, and --peer-port)
+  --cluster-secret-file FILE  the secret every node shares (16+ characters;
+                              or TCP_RELAY_CLUSTER_SECRET)
+  --peer-tls                  links over TLS with --tls-cert/--tls-key
+  --peer-ca FILE              ... trusting this CA for other nodes' peer ports
   --log-level LEVEL           trace, debug, info, warning, error (default info)
   --log-format FORMAT         text or json (default text)
   -h, --help                  show this help
@@ -105,6 +118,13 @@ const OPTIONS = {
   "limit-loopback": { type: "boolean", default: false },
   "data-path": { type: "string", default: "loop" },
   reclaim: { type: "boolean", default: true },
+  cluster: { type: "string" },
+  node: { type: "string" },
+  "peer-port": { type: "string", default: String(DEFAULT_PEER_PORT) },
+  advertise: { type: "string" },
+  "cluster-secret-file": { type: "string" },
+  "peer-tls": { type: "boolean", default: false },
+  "peer-ca": { type: "string" },
 } as const;
 
 function readFlagFile(flag: string, path: string): string {
@@ -157,6 +177,7 @@ export function parseRelayFlags(args: string[]): Record<string, unknown> {
     },
     dataPath: v["data-path"],
     reclaimMemory: v.reclaim,
+    cluster: clusterFlags(v, readFlagFile),
     logLevel: v["log-level"],
     logFormat: v["log-format"],
   };

@@ -23,6 +23,7 @@ import { Source } from "../datapath/_source.ts";
 import { formatAddr, line, Word, writeAll } from "../protocol/_wire.ts";
 import { Reclaimer } from "./_reclaim.ts";
 import { type Conn, NameTable, type Waiter } from "./_table.ts";
+import type { Cluster } from "./_cluster.ts";
 
 export type { Conn } from "./_table.ts";
 
@@ -75,6 +76,7 @@ export interface RendezvousSettings {
   owners?: NameOwners;
   openRegistration: boolean;
   reclaimMemory?: boolean;
+  cluster?: Cluster;
 }
 
 /** The relay's engine over its two listeners. */
@@ -111,6 +113,24 @@ export class Rendezvous {
         this.#totals.aToB + this.#totals.bToA
       );
     }
+    settings.cluster?.attach({
+      parked: (name) => this.#table.entry(name, false)?.parked.size,
+      counts: () => this.#table.counts().parked,
+      relay: (name, server, client) => this.#relay(name, server, client),
+      refuse: (c, reason, reply, name) =>
+        this.#refuse(c.conn, c.peer, reason, reply, name),
+      serveForwarded: (name, client) => {
+        const entry = this.#table.entry(name, false);
+        if (entry?.parked.size) return this.#table.offer(name, entry, client);
+        this.#refuse(
+          client.conn,
+          client.peer,
+          "no server waiting",
+          Word.OFFLINE,
+          name,
+        );
+      },
+    });
     this.#listeners = [serverListener, clientListener];
     this.finished = new Promise((resolve) => this.#done = resolve);
     this.#serve(serverListener, (c, p) => this.#onServer(c, p));
@@ -331,16 +351,21 @@ export class Rendezvous {
         : "private name, no valid key";
       if (why) return this.#refuse(conn, peer, why, Word.NOEXIST, name);
     }
-    const entry = this.#table.entry(name, !!owner);
-    if (!entry) {
-      return this.#refuse(conn, peer, "no such name", Word.NOEXIST, name);
-    }
+    let entry = this.#table.entry(name, !!owner);
     const client: Waiter = {
       conn,
       source: new Source(conn, req.rest),
       peer,
       dead: false,
     };
+    const cluster = this.#settings.cluster;
+    if (cluster && !entry?.parked.size) {
+      if (await cluster.route(name, client, !!entry)) return;
+      entry = this.#table.entry(name, !!owner);
+    }
+    if (!entry) {
+      return this.#refuse(conn, peer, "no such name", Word.NOEXIST, name);
+    }
     this.#table.offer(name, entry, client);
   }
 

@@ -1,0 +1,208 @@
+// The cluster for real: relay.ts processes joined by a real redis-server,
+// clients on one node reaching servers parked on another.
+
+import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
+import { accept, connect } from "../mod.ts";
+import {
+  bytes,
+  firstDifference,
+  randomBytes,
+  readAll,
+  readExactly,
+  rejectsWith,
+  text,
+} from "./_helpers.ts";
+import { Proc, type RelayProc, relayProc } from "./_proc.ts";
+import { eventually, hasRedis, TestRedis } from "./_redis.ts";
+import { forward } from "../cluster/_link.ts";
+import { parkedKey } from "../cluster/_registry.ts";
+
+const ignore = !hasRedis();
+if (ignore) console.log("cluster tests skipped: no redis-server on PATH");
+const SECRET = "cluster-test-secret-0123456789";
+
+/** A node of a test cluster: relay.ts with --cluster, and its peer port. */
+interface Node extends RelayProc {
+  name: string;
+  peerPort: number;
+}
+
+/** A cluster of relay.ts processes over `redis`; `await using` kills them. */
+async function cluster(
+  redis: TestRedis,
+  names: string[],
+  ...extra: string[]
+): Promise<Node[] & AsyncDisposable> {
+  const dir = await Deno.makeTempDir({ prefix: "cluster-" });
+  const secretFile = `${dir}/secret`;
+  await Deno.writeTextFile(secretFile, SECRET + "\n");
+  const nodes = await Promise.all(names.map(async (name) => {
+    const relay = await relayProc(
+      `--cluster=${redis.url()}`,
+      `--node=${name}`,
+      "--peer-port=0",
+      `--cluster-secret-file=${secretFile}`,
+      "--drain-timeout=1",
+      ...extra,
+    );
+    const [, port] = await relay.proc.wait(/peers on [^ ]+:(\d+)/, "err");
+    return Object.assign(relay, { name, peerPort: Number(port) });
+  }));
+  // every node sees every other one
+  await eventually(async () => {
+    const keys = await redis.cli("KEYS", "tcp-relay:node:*:lease");
+    return keys.trim().split("\n").filter(Boolean).length === names.length;
+  }, "every node's lease");
+  await new Promise((r) => setTimeout(r, 1100)); // one refresh: members read
+  return Object.assign(nodes, {
+    async [Symbol.asyncDispose]() {
+      await Promise.all(nodes.map((n) => n[Symbol.asyncDispose]()));
+      await Deno.remove(dir, { recursive: true });
+    },
+  });
+}
+
+/** Waits until node `on` has published `count` parked servers for `name`. */
+function parkedIn(redis: TestRedis, on: string, name: string, count = 1) {
+  return eventually(
+    async () => {
+      const value = (await redis.cli("HGET", parkedKey(on), name)).trim();
+      return value !== "" && Number(value) >= count;
+    },
+    `${count} parked for ${name} on ${on}`,
+  );
+}
+
+Deno.test({
+  name:
+    "cluster: a client on one node reaches a server on another, 10 MB each way intact, half-close carried",
+  ignore,
+  async fn() {
+    await using redis = await TestRedis.start();
+    await using nodes = await cluster(redis, ["a", "b", "c"]);
+    const [a, b] = nodes;
+    const serving = accept({ relay: b.server, name: "big" });
+    await parkedIn(redis, "b", "big");
+    const client = await connect({ relay: a.client, name: "big" });
+    const server = await serving;
+    const up = randomBytes(10_000_000, 1), down = randomBytes(10_000_000, 2);
+    const send = async (c: Deno.TcpConn, data: Uint8Array) => {
+      for (let off = 0; off < data.length; off += 65536) {
+        let o = off;
+        const end = Math.min(off + 65536, data.length);
+        while (o < end) o += await c.write(data.subarray(o, end));
+      }
+      await c.closeWrite();
+    };
+    const [gotUp, gotDown] = await Promise.all([
+      readAll(server),
+      readAll(client),
+      send(client, up),
+      send(server, down),
+    ]);
+    assertEquals(firstDifference(gotUp, up), -1);
+    assertEquals(firstDifference(gotDown, down), -1);
+    client.close();
+    server.close();
+    ok(a.proc.err.includes('Paired "big"'), a.proc.err);
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: a name nobody holds anywhere is NOEXIST on every node; a name held elsewhere with nothing parked is OFFLINE after the wait",
+  ignore,
+  async fn() {
+    await using redis = await TestRedis.start();
+    await using nodes = await cluster(redis, ["a", "b"], "--wait=0.5");
+    const [a, b] = nodes;
+    await rejectsWith(connect({ relay: a.client, name: "ghost" }), "NOEXIST");
+    // reserve on b (v1 by hand): known in the cluster, nothing parked
+    const conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: b.serverPort,
+    });
+    await readExactly(conn, 7);
+    await conn.write(bytes("RESERVE\nheld\n"));
+    assertEquals(text(await readAll(conn)), "OK\n");
+    conn.close();
+    await parkedIn(redis, "b", "held", 0);
+    await rejectsWith(connect({ relay: a.client, name: "held" }), "OFFLINE");
+  },
+});
+
+const FIXTURES = new URL("fixtures/", import.meta.url);
+const hasRuby = (() => {
+  try {
+    return new Deno.Command("ruby", { args: ["--version"], stdout: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+
+/** A Ruby stand-in of the seed's helpers against `node`. */
+function ruby(script: string, node: Node, ...args: string[]): Proc {
+  return new Proc("ruby", [
+    new URL(script, FIXTURES).pathname,
+    "127.0.0.1",
+    String(node.clientPort),
+    String(node.serverPort),
+    ...args,
+  ]);
+}
+
+Deno.test({
+  name:
+    "cluster: the seed's client on one node reaches the seed's server on another (v1 both ends, half-close carried)",
+  ignore: ignore || !hasRuby,
+  async fn() {
+    await using redis = await TestRedis.start();
+    await using nodes = await cluster(redis, ["a", "b", "c"]);
+    const [a, b] = nodes;
+    await using server = ruby("seed_server.rb", b, "seed-echo", "1");
+    await server.wait(/ready/);
+    await parkedIn(redis, "b", "seed-echo");
+    await using client = ruby(
+      "seed_client.rb",
+      a,
+      "seed-echo",
+      "hello across nodes",
+    );
+    const { code } = await client.status();
+    assertEquals([code, client.out], [0, "echo:hello across nodes"]);
+    assertEquals((await server.status()).code, 0);
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: a stranger on the peer port cannot take a parked server; the cluster's client still gets it",
+  ignore,
+  async fn() {
+    await using redis = await TestRedis.start();
+    await using nodes = await cluster(redis, ["a", "b"]);
+    const [a, b] = nodes;
+    const serving = accept({ relay: b.server, name: "svc" });
+    await parkedIn(redis, "b", "svc");
+    const addr = `127.0.0.1:${b.peerPort}`;
+    const base = { addr, to: "b", name: "svc", node: "a" };
+    const stolen = await forward({ ...base, secret: "not-the-secret-at-all" });
+    ok(!stolen.paired);
+    const raw = await Deno.connect({ hostname: "127.0.0.1", port: b.peerPort });
+    const greeting = new Uint8Array(256);
+    await raw.read(greeting);
+    await raw.write(
+      bytes(`FORWARD svc a ${"0".repeat(32)} ${"a".repeat(64)}\n`),
+    );
+    assertEquals(text(await readAll(raw)), "ERROR AUTH wrong cluster proof\n");
+    raw.close();
+    await b.proc.waitErr(/Refused link .*wrong cluster proof/);
+    const client = await connect({ relay: a.client, name: "svc" });
+    const server = await serving;
+    await client.write(bytes("hi"));
+    assertEquals(text(await readExactly(server, 2)), "hi");
+    client.close();
+    server.close();
+  },
+});
