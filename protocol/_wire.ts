@@ -19,9 +19,10 @@
  */
 
 import { RelayError } from "./_errors.ts";
+import denoJson from "../deno.json" with { type: "json" };
 
-/** The package version, kept equal to `deno.json` by a test. */
-export const VERSION = "0.1.0";
+/** The package version, from `deno.json`. */
+export const VERSION: string = denoJson.version;
 
 /** The relay's port for servers (machines that offer a name). */
 export const DEFAULT_SERVER_PORT = 8010;
