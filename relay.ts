@@ -30,6 +30,7 @@ import {
   DEFAULT_SERVER_PORT,
   DEFAULT_WAIT,
 } from "./protocol/_wire.ts";
+import type { PairInfo, RelayEvents } from "./engine/_events.ts";
 import {
   type Conn,
   type NameOwners,
@@ -45,6 +46,16 @@ import { ClusterNode, type ClusterOptions } from "./cluster/_node.ts";
 import { redact } from "./cluster/_registry.ts";
 
 export type { NameOwners, RelayStats } from "./engine/_rendezvous.ts";
+export type {
+  PairInfo,
+  Port,
+  RelayEvent,
+  RelayEventListener,
+  RelayEvents,
+  RelayEventType,
+  UnparkReason,
+} from "./engine/_events.ts";
+export type { RefusalCode } from "./protocol/_wire.ts";
 export type { Limits } from "./engine/_guard.ts";
 export type { ClusterOptions } from "./cluster/_node.ts";
 
@@ -130,6 +141,22 @@ export interface Relay extends AsyncDisposable {
   readonly ready: Promise<void>;
   /** Live counts: parked connections per name, pairs, bytes relayed. */
   stats(): RelayStats;
+  /**
+   * The engine's events (accepted, refused with a code, parked, paired, pair
+   * ended with bytes and duration, …): subscribe with `events.on(listener)`.
+   */
+  readonly events: RelayEvents;
+  /** `"serving"`, `"draining"` once a shutdown started, then `"stopped"`. */
+  readonly state: "serving" | "draining" | "stopped";
+  /** The pairs being relayed now: name, peers, start, bytes so far. */
+  pairs(): PairInfo[];
+  /** Closes the pair with this `id` (from {@linkcode Relay.pairs}); `false` if none. */
+  closePair(id: number): boolean;
+  /**
+   * Closes every connection of `name`: parked, waiting and both sides of its
+   * pairs (the reservation stays); says how many it closed.
+   */
+  closeName(name: string): number;
   /**
    * Stops accepting, closes parked and handshaking connections, lets active
    * pairs finish for up to `drainTimeout`, then closes them. Resolves with
@@ -256,6 +283,13 @@ export function serveRelay(options: RelayOptions = {}): Relay {
     ready: node ? node.owners.loaded : Promise.resolve(),
     finished,
     stats: () => core.stats(),
+    events: core.events,
+    get state() {
+      return core.state;
+    },
+    pairs: () => core.pairs(),
+    closePair: (id) => core.closePair(id),
+    closeName: (name) => core.closeName(name),
     shutdown,
     [Symbol.asyncDispose]: shutdown,
   };

@@ -191,6 +191,9 @@ export class Pair {
   readonly #b: Duplex;
   readonly #totals?: Totals;
   readonly #onEnd: (pair: Pair) => void;
+  /** Bytes relayed from `a` to `b`, and back. */
+  aToB = 0;
+  bToA = 0;
   #open = 2;
   #closed = false;
 
@@ -210,9 +213,13 @@ export class Pair {
 
   /** Counts bytes relayed. */
   count(aToB: boolean, n: number): void {
-    if (!this.#totals) return;
-    if (aToB) this.#totals.aToB += n;
-    else this.#totals.bToA += n;
+    if (aToB) {
+      this.aToB += n;
+      if (this.#totals) this.#totals.aToB += n;
+    } else {
+      this.bToA += n;
+      if (this.#totals) this.#totals.bToA += n;
+    }
   }
 
   /**

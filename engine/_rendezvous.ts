@@ -18,9 +18,21 @@ import {
   Refusal,
   type ServerRequest,
 } from "./_handshake.ts";
-import { type DataPath, type Pair, relayPair } from "../datapath/_pipe.ts";
+import type { DataPath } from "../datapath/_pipe.ts";
+import { ActivePairs } from "./_pairs.ts";
 import { Source } from "../datapath/_source.ts";
-import { formatAddr, line, Word, writeAll } from "../protocol/_wire.ts";
+import {
+  formatAddr,
+  line,
+  type RefusalCode,
+  replyCode,
+  Word,
+  writeAll,
+} from "../protocol/_wire.ts";
+import { logEvents, type PairInfo, type Port, RelayEvents } from "./_events.ts";
+import { Counters, type RelayStats } from "./_stats.ts";
+
+export type { RelayStats } from "./_stats.ts";
 import { Reclaimer } from "./_reclaim.ts";
 import { type Conn, NameTable, type Waiter } from "./_table.ts";
 import type { Cluster } from "./_cluster.ts";
@@ -35,26 +47,6 @@ export interface NameOwners {
   get(name: string): { secret: string; clientKey?: string } | undefined;
   /** Makes the caller the owner of `name` (open registration); rejects if it has one. */
   add?(name: string): Promise<{ secret: string }>;
-}
-
-/** Live counts of a relay. */
-export interface RelayStats {
-  /** Parked (waiting) server connections per reserved name. */
-  parked: Record<string, number>;
-  /** Clients waiting for a server of a reserved name. */
-  waiting: number;
-  /** Connections still in their handshake. */
-  handshaking: number;
-  /** Pairs copying bytes now. */
-  activePairs: number;
-  /** Open connections of every kind. */
-  connections: number;
-  /** Pairs made since start. */
-  pairings: number;
-  /** Connections refused since start (bad input, unknown names, limits, timeouts). */
-  refusals: number;
-  /** Application bytes relayed since start, each way. */
-  bytes: { clientToServer: number; serverToClient: number };
 }
 
 function closeQuietly(closer: { close(): void }): void {
@@ -82,17 +74,17 @@ export interface RendezvousSettings {
 /** The relay's engine over its two listeners. */
 export class Rendezvous {
   readonly finished: Promise<void>;
+  /** What happens, as it happens. */
+  readonly events: RelayEvents = new RelayEvents();
   #settings: RendezvousSettings;
   #listeners: Deno.Listener<Conn>[];
   #table: NameTable;
   #guard: Guard;
-  #pairs = new Set<Pair>();
-  #drained?: () => void;
+  #pairs: ActivePairs;
   #stop = new AbortController();
-  #pairings = 0;
-  #refusals = 0;
-  #totals = { aToB: 0, bToA: 0 }; // a: the client, b: the server
+  #counters: Counters;
   #done!: () => void;
+  #stopped = false;
   #reclaimer?: Reclaimer;
 
   constructor(
@@ -101,16 +93,28 @@ export class Rendezvous {
     clientListener: Deno.Listener<Conn>,
   ) {
     this.#settings = settings;
+    logEvents(this.events);
+    this.#counters = new Counters(this.events);
     this.#guard = new Guard(settings.limits);
+    this.#pairs = new ActivePairs(
+      this.events,
+      settings.dataPath,
+      () => this.#reclaimer?.poke(2),
+    );
     this.#table = new NameTable(settings.wait, settings.heartbeat, {
       drop: (conn) => this.#drop(conn),
       refuse: (conn, peer, reason, reply, name) =>
         this.#refuse(conn, peer, reason, reply, name),
-      paired: (name, server, client) => this.#relay(name, server, client),
+      emit: (event) => this.events.emit(event),
+      paired: (name, server, client) => {
+        this.#guard.release(server.conn);
+        this.#guard.release(client.conn);
+        this.#pairs.start(name, server, client);
+      },
     });
     if (settings.reclaimMemory) {
       this.#reclaimer = new Reclaimer(() =>
-        this.#totals.aToB + this.#totals.bToA
+        this.#pairs.totals.aToB + this.#pairs.totals.bToA
       );
     }
     settings.cluster?.attach({
@@ -133,23 +137,28 @@ export class Rendezvous {
     });
     this.#listeners = [serverListener, clientListener];
     this.finished = new Promise((resolve) => this.#done = resolve);
-    this.#serve(serverListener, (c, p) => this.#onServer(c, p));
-    this.#serve(clientListener, (c, p) => this.#onClient(c, p));
+    this.#serve(serverListener, "server", (c, p) => this.#onServer(c, p));
+    this.#serve(clientListener, "client", (c, p) => this.#onClient(c, p));
   }
 
   stats(): RelayStats {
-    const { parked, parkedCount, waiting } = this.#table.counts();
+    const { parked, parkedCount, waiting, names } = this.#table.counts();
+    for (const [name, n] of this.#counters.activeByName) {
+      (names[name] ??= { parked: 0, waiting: 0, active: 0 }).active = n;
+    }
     return {
       parked,
       waiting,
       handshaking: this.#guard.held - parkedCount - waiting,
       activePairs: this.#pairs.size,
       connections: this.#open(),
-      pairings: this.#pairings,
-      refusals: this.#refusals,
+      pairings: this.#counters.pairings,
+      refusals: this.#counters.refusals,
+      refusalsByCode: { ...this.#counters.refusalsByCode },
+      names,
       bytes: {
-        clientToServer: this.#totals.aToB,
-        serverToClient: this.#totals.bToA,
+        clientToServer: this.#pairs.totals.aToB,
+        serverToClient: this.#pairs.totals.bToA,
       },
     };
   }
@@ -161,6 +170,7 @@ export class Rendezvous {
 
   #serve(
     listener: Deno.Listener<Conn>,
+    port: Port,
     handle: (c: Conn, peer: string) => Promise<void>,
   ): void {
     acceptAll(listener, (conn) => {
@@ -170,6 +180,7 @@ export class Rendezvous {
       if (refusal) {
         return this.#refuse(conn, peer, refusal, `ERROR LIMIT ${refusal}`);
       }
+      this.events.emit({ type: "accepted", port, peer });
       handle(conn, peer).catch((e) => {
         log.error("Unexpected failure: {error}", { error: String(e) });
         this.#drop(conn);
@@ -189,15 +200,10 @@ export class Rendezvous {
     reason: string,
     reply?: string,
     name?: string,
+    code: RefusalCode = replyCode(reply),
   ): void {
-    this.#refusals++;
     this.#guard.release(conn);
-    log.info(
-      name === undefined
-        ? "Refused {peer}: {reason}"
-        : "Refused {peer} for {name}: {reason}",
-      { peer, name, reason },
-    );
+    this.events.emit({ type: "refused", code, reason, peer, name });
     if (!reply) return closeQuietly(conn);
     this.#answerAndClose(conn, reply);
   }
@@ -223,16 +229,24 @@ export class Rendezvous {
   async #handshake<T>(
     conn: Conn,
     peer: string,
+    port: Port,
     timeoutReply: (v2: boolean) => string,
     read: (state: HandshakeState) => Promise<T | null>,
   ): Promise<T | undefined> {
-    const state: HandshakeState = { v2: false };
+    const state: HandshakeState = { v2: false }, start = performance.now();
     let timedOut = false, tlsPending = "handshake" in conn;
     const timer = setTimeout(() => {
       timedOut = true;
       // no line for a peer that never finished its TLS handshake
       const reply = tlsPending ? undefined : timeoutReply(state.v2);
-      this.#refuse(conn, peer, "handshake timed out", reply);
+      this.#refuse(
+        conn,
+        peer,
+        "handshake timed out",
+        reply,
+        undefined,
+        "TIMEOUT",
+      );
     }, this.#settings.handshakeTimeout);
     try {
       if (tlsPending) {
@@ -241,8 +255,10 @@ export class Rendezvous {
       }
       const request = await read(state);
       if (timedOut) return; // refused at the deadline as the request came
-      if (request === null) this.#drop(conn);
-      return request ?? undefined;
+      if (request === null) return void this.#drop(conn);
+      const ms = performance.now() - start;
+      this.events.emit({ type: "handshake", port, peer, ms });
+      return request;
     } catch (e) {
       if (timedOut) return;
       if (e instanceof Refusal) {
@@ -257,6 +273,7 @@ export class Rendezvous {
     const req = await this.#handshake<ServerRequest>(
       conn,
       peer,
+      "server",
       () => "ERROR TIMEOUT handshake timed out",
       (state) => readServerRequest(conn, state),
     );
@@ -292,16 +309,13 @@ export class Rendezvous {
         }
       }
       this.#table.entry(name, true);
-      log.info("Reserved {name} for {peer}", {
-        name,
-        peer,
-        owned: answer !== Word.OK,
-      });
+      const owned = answer !== Word.OK;
+      this.events.emit({ type: "reserved", name, peer, owned });
       return this.#reply(conn, answer);
     }
     if (command === Word.RELEASE) {
       this.#table.release(name);
-      log.info("Released {name} for {peer}", { name, peer });
+      this.events.emit({ type: "released", name, peer });
       return this.#reply(conn, Word.OK);
     }
     const entry = this.#table.entry(name, true)!;
@@ -335,6 +349,7 @@ export class Rendezvous {
     const req = await this.#handshake<ClientRequest>(
       conn,
       peer,
+      "client",
       (v2) => v2 ? "ERROR TIMEOUT handshake timed out" : Word.NOEXIST,
       (state) => readClientRequest(conn, state),
     );
@@ -349,7 +364,8 @@ export class Rendezvous {
         : this.#guard.proved(ip, owner.clientKey, "CLIENT", name, v2)
         ? undefined
         : "private name, no valid key";
-      if (why) return this.#refuse(conn, peer, why, Word.NOEXIST, name);
+      const code = why === "too many failed proofs" ? "RATE" : "AUTH";
+      if (why) return this.#refuse(conn, peer, why, Word.NOEXIST, name, code);
     }
     let entry = this.#table.entry(name, !!owner);
     const client: Waiter = {
@@ -369,55 +385,52 @@ export class Rendezvous {
     this.#table.offer(name, entry, client);
   }
 
-  #relay(name: string, server: Waiter, client: Waiter): void {
-    this.#guard.release(server.conn);
-    this.#guard.release(client.conn);
-    this.#pairings++;
-    log.info("Paired {name}: client {client} with server {server}", {
-      name,
-      client: client.peer,
-      server: server.peer,
-    });
-    const pair = relayPair(
-      client.conn,
-      client.source,
-      server.conn,
-      server.source,
-      {
-        totals: this.#totals,
-        path: this.#settings.dataPath,
-        tag: name,
-        onEnd: this.#pairEnded,
-      },
-    );
-    this.#pairs.add(pair);
+  /** The pairs being relayed now, with their bytes so far. */
+  pairs(): PairInfo[] {
+    return this.#pairs.list();
   }
 
-  #pairEnded = (pair: Pair): void => {
-    this.#pairs.delete(pair);
-    this.#reclaimer?.poke(2);
-    log.debug("Pair {name} closed", { name: pair.tag });
-    if (this.#pairs.size === 0) this.#drained?.();
-  };
+  /** Closes the pair with this id; `false` if there is none. */
+  closePair(id: number): boolean {
+    return this.#pairs.close(id);
+  }
+
+  /**
+   * Closes every connection of `name` (parked, waiting, and both sides of
+   * its pairs; the reservation stays) and says how many.
+   */
+  closeName(name: string): number {
+    return Math.max(0, this.#table.closeAll(name)) +
+      this.#pairs.closeName(name);
+  }
+
+  /** `"serving"`, then `"draining"` once a shutdown started, then `"stopped"`. */
+  get state(): "serving" | "draining" | "stopped" {
+    return this.#stopped
+      ? "stopped"
+      : this.#stop.signal.aborted
+      ? "draining"
+      : "serving";
+  }
 
   async shutdown(): Promise<void> {
     if (this.#stop.signal.aborted) return this.finished;
     this.#stop.abort();
+    this.events.emit({ type: "draining", pairs: this.#pairs.size });
     this.#reclaimer?.close();
     this.#listeners.forEach(closeQuietly);
     this.#table.close();
     for (const c of this.#guard.conns()) this.#drop(c as Conn);
-    const drained = new Promise<void>((r) =>
-      this.#pairs.size ? this.#drained = r : r()
-    );
+    const drained = this.#pairs.drained();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((r) =>
       timer = setTimeout(r, this.#settings.drainTimeout)
     );
     await Promise.race([drained, timeout]);
     clearTimeout(timer);
-    for (const pair of [...this.#pairs]) pair.close();
+    this.#pairs.closeAll();
     await drained;
+    this.#stopped = true;
     this.#done();
     return this.finished;
   }

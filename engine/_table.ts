@@ -7,11 +7,9 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
 import type { Source } from "../datapath/_source.ts";
 import { line, Word, writeAll } from "../protocol/_wire.ts";
-
-const log = getLogger(["tcp-relay", "relay"]);
+import type { RelayEvent, UnparkReason } from "./_events.ts";
 
 /** A relay connection: plain TCP, or TLS. */
 export type Conn = Deno.TcpConn | Deno.TlsConn;
@@ -47,6 +45,8 @@ export interface TableHooks {
     reply: string,
     name: string,
   ): void;
+  /** Tells the engine's subscribers. */
+  emit(event: RelayEvent): void;
   /** Starts relaying a pair whose CONNECTED lines are sent. */
   paired(name: string, server: Waiter, client: Waiter): void;
 }
@@ -98,23 +98,49 @@ export class NameTable {
     parked: Record<string, number>;
     parkedCount: number;
     waiting: number;
+    names: Record<string, { parked: number; waiting: number; active: number }>;
   } {
     const parked: Record<string, number> = {};
+    const names: Record<
+      string,
+      { parked: number; waiting: number; active: number }
+    > = {};
     let waiting = 0, parkedCount = 0;
     for (const [name, entry] of this.#names) {
       parked[name] = entry.parked.size;
+      names[name] = {
+        parked: entry.parked.size,
+        waiting: entry.waiting.size,
+        active: 0,
+      };
       parkedCount += entry.parked.size;
       waiting += entry.waiting.size;
     }
-    return { parked, parkedCount, waiting };
+    return { parked, parkedCount, waiting, names };
   }
 
   /** Drops the reservation of `name`; its waiting connections are closed. */
   release(name: string): void {
+    if (this.closeAll(name, "released") >= 0) this.#names.delete(name);
+  }
+
+  /**
+   * Closes the parked and waiting connections of `name` (the reservation
+   * stays) and says how many; `-1` if the name has no entry.
+   */
+  closeAll(name: string, why: UnparkReason = "closed"): number {
     const entry = this.#names.get(name);
-    if (!entry) return;
-    this.#names.delete(name);
-    for (const w of [...entry.parked, ...entry.waiting]) this.#dismiss(w);
+    if (!entry) return -1;
+    const all = [...entry.parked, ...entry.waiting];
+    for (const w of entry.parked) this.#unparked(name, w, why);
+    entry.parked.clear();
+    entry.waiting.clear();
+    for (const w of all) this.#dismiss(w);
+    return all.length;
+  }
+
+  #unparked(name: string, w: Waiter, why: UnparkReason): void {
+    this.#hooks.emit({ type: "unparked", name, peer: w.peer, why });
   }
 
   #dismiss(w: Waiter): void {
@@ -132,13 +158,16 @@ export class NameTable {
       return void this.#pair(name, entry, server, client);
     }
     entry.parked.add(server);
-    const drop = (why: string) => {
-      entry.parked.delete(server);
+    this.#hooks.emit({
+      type: "parked",
+      name,
+      peer: server.peer,
+      v2: !!server.v2,
+    });
+    const drop = (why: UnparkReason) => {
+      const wasParked = entry.parked.delete(server);
       this.#dismiss(server);
-      const properties = { name, peer: server.peer, why };
-      const message = "Dropped parked connection for {name} from {peer}: {why}";
-      if (why === "closed") log.debug(message, properties);
-      else log.info(message, properties);
+      if (wasParked) this.#unparked(name, server, why);
     };
     let partial = "";
     // v2: the only bytes a parked server may send are PONG lines.
@@ -175,17 +204,11 @@ export class NameTable {
           if (!w.v2) continue;
           any = true;
           const drop = () => {
-            entry.parked.delete(w);
+            const wasParked = entry.parked.delete(w);
             this.#dismiss(w);
+            if (wasParked) this.#unparked(name, w, "no answer to PING");
           };
           if (w.pong) {
-            log.info(
-              "Dropped parked connection for {name} from {peer}: no answer to PING",
-              {
-                name,
-                peer: w.peer,
-              },
-            );
             drop();
             continue;
           }
@@ -218,6 +241,7 @@ export class NameTable {
       );
     }
     entry.waiting.add(client);
+    this.#hooks.emit({ type: "waiting", name, peer: client.peer });
     client.timer = setTimeout(() => {
       entry.waiting.delete(client);
       this.#hooks.refuse(
@@ -272,10 +296,6 @@ export class NameTable {
   close(): void {
     this.#closed = true;
     clearInterval(this.#beat);
-    for (const entry of this.#names.values()) {
-      for (const w of [...entry.parked, ...entry.waiting]) this.#dismiss(w);
-      entry.parked.clear();
-      entry.waiting.clear();
-    }
+    for (const name of this.#names.keys()) this.closeAll(name, "shutdown");
   }
 }

@@ -19,9 +19,10 @@
  */
 
 import { RelayError } from "./_errors.ts";
+import denoJson from "../deno.json" with { type: "json" };
 
-/** The package version, kept equal to `deno.json` by a test. */
-export const VERSION = "0.1.0";
+/** The package version, from `deno.json`. */
+export const VERSION: string = denoJson.version;
 
 /** The relay's port for servers (machines that offer a name). */
 export const DEFAULT_SERVER_PORT = 8010;
@@ -58,6 +59,66 @@ export const Word = {
   PONG: "PONG",
   ERROR: "ERROR",
 } as const;
+
+/**
+ * Why the relay refused a connection: the word after `ERROR` in a v2 answer
+ * (`ERROR LIMIT too many connections`), and the label of the refusal
+ * metrics. `NOEXIST`, `OFFLINE`, `USED` and `UNKNOWN` stand for the v1 words
+ * of the same meaning; `CLOSED` is a connection closed without an answer.
+ */
+export type RefusalCode =
+  | "LIMIT"
+  | "RATE"
+  | "AUTH"
+  | "NAME"
+  | "PROTOCOL"
+  | "UNKNOWN"
+  | "TIMEOUT"
+  | "NOEXIST"
+  | "OFFLINE"
+  | "USED"
+  | "CLOSED";
+
+/** Every {@linkcode RefusalCode}, in a fixed order. */
+export const REFUSAL_CODES: readonly RefusalCode[] = [
+  "LIMIT",
+  "RATE",
+  "AUTH",
+  "NAME",
+  "PROTOCOL",
+  "UNKNOWN",
+  "TIMEOUT",
+  "NOEXIST",
+  "OFFLINE",
+  "USED",
+  "CLOSED",
+];
+
+/** `ERROR <code> <text>`, the v2 refusal line (without `\n`). */
+export function errorLine(code: RefusalCode, text: string): string {
+  return `${Word.ERROR} ${code} ${text}`;
+}
+
+/** The code and text of an `ERROR` line, or `undefined` for another line. */
+export function parseErrorLine(
+  text: string,
+): { code: string; text: string } | undefined {
+  const m = /^ERROR (\S+) ?(.*)$/i.exec(text);
+  return m ? { code: m[1].toUpperCase(), text: m[2] } : undefined;
+}
+
+/**
+ * The refusal code of a `reply` line the relay sends before closing (an
+ * `ERROR` line or a v1 word), or `CLOSED` when it sends none.
+ */
+export function replyCode(reply: string | undefined): RefusalCode {
+  if (reply === undefined) return "CLOSED";
+  const code = parseErrorLine(reply)?.code ??
+    (reply === Word.UNKNOWN_COMMAND ? "UNKNOWN" : reply);
+  return (REFUSAL_CODES as readonly string[]).includes(code)
+    ? code as RefusalCode
+    : "PROTOCOL";
+}
 
 /** The first line of a v2 peer, and the start of the relay's answer. */
 export const HELLO_V2 = "HELLO 2";
