@@ -26,8 +26,6 @@ const log = getLogger(["tcp-relay", "cluster"]);
 
 /** How often a client waiting for a name held elsewhere looks again (ms). */
 const POLL = 100;
-/** How often the parked counts are compared with what Redis was told (ms). */
-const SYNC = 100;
 
 /** How a relay joins a cluster (see README, "Cluster"). */
 export interface ClusterOptions {
@@ -82,7 +80,9 @@ export class ClusterNode implements Cluster {
   #registry: Registry;
   #links: LinkListener;
   #published = new Map<string, number>();
-  #sync?: ReturnType<typeof setInterval>;
+  #events?: Disposable;
+  /** Names whose count changed since Redis was told. */
+  #changed = new Set<string>();
   /** Nodes whose peer port failed, until when they are skipped. */
   #down = new Map<string, number>();
   #closed = false;
@@ -129,23 +129,35 @@ export class ClusterNode implements Cluster {
 
   attach(engine: EngineHandle): void {
     this.#engine = engine;
-    this.#sync = setInterval(() => this.#publish(), SYNC);
+    this.#events = engine.events.on((e) => {
+      switch (e.type) {
+        case "parked":
+        case "unparked":
+        case "reserved":
+        case "released":
+          return this.#change(e.name);
+        case "paired":
+          return this.#change(e.pair.name);
+      }
+    });
   }
 
-  /** Tells Redis of the names whose parked counts changed since last told. */
+  /** Tells Redis of `name`'s parked count, with other changes of this turn. */
+  #change(name: string): void {
+    if (!this.#changed.size) setTimeout(() => this.#publish(), 0);
+    this.#changed.add(name);
+  }
+
   #publish(): void {
-    if (!this.#engine || !this.#registry.up) return;
-    const now = this.#engine.counts();
-    for (const [name, count] of Object.entries(now)) {
+    const engine = this.#engine!;
+    for (const name of this.#changed) {
+      const count = engine.parked(name);
       if (this.#published.get(name) === count) continue;
-      this.#published.set(name, count);
+      if (count === undefined) this.#published.delete(name);
+      else this.#published.set(name, count);
       this.#registry.publish(name, count);
     }
-    for (const name of this.#published.keys()) {
-      if (name in now) continue;
-      this.#published.delete(name);
-      this.#registry.publish(name, undefined);
-    }
+    this.#changed.clear();
   }
 
   stats(): ClusterStats {
@@ -228,7 +240,7 @@ export class ClusterNode implements Cluster {
   /** Withdraws this node's entries from Redis (draining), and stops the peer port. */
   async withdraw(): Promise<void> {
     this.#closed = true;
-    clearInterval(this.#sync);
+    this.#events?.[Symbol.dispose]();
     this.#links.close();
     await this.#registry.withdraw();
   }

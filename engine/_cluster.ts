@@ -6,12 +6,15 @@
  * @module
  */
 
+import type { RelayEvents } from "./_events.ts";
 import type { Waiter } from "./_table.ts";
 
 /** What a cluster (`cluster/_node.ts`) may do with the engine. */
 export interface EngineHandle {
   /** Servers parked here for `name`; `undefined` if it is not reserved here. */
   parked(name: string): number | undefined;
+  /** The engine's events (parked, unparked, reserved, released, …). */
+  events: RelayEvents;
   /** Parked counts of every name reserved here. */
   counts(): Record<string, number>;
   /** Relays a pair whose CONNECTED lines are sent. */

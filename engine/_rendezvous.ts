@@ -101,16 +101,17 @@ export class Rendezvous {
       settings.dataPath,
       () => this.#reclaimer?.poke(2),
     );
+    const paired = (name: string, server: Waiter, client: Waiter) => {
+      this.#guard.release(server.conn);
+      this.#guard.release(client.conn);
+      this.#pairs.start(name, server, client);
+    };
     this.#table = new NameTable(settings.wait, settings.heartbeat, {
       drop: (conn) => this.#drop(conn),
       refuse: (conn, peer, reason, reply, name) =>
         this.#refuse(conn, peer, reason, reply, name),
       emit: (event) => this.events.emit(event),
-      paired: (name, server, client) => {
-        this.#guard.release(server.conn);
-        this.#guard.release(client.conn);
-        this.#pairs.start(name, server, client);
-      },
+      paired,
     });
     if (settings.reclaimMemory) {
       this.#reclaimer = new Reclaimer(() =>
@@ -120,7 +121,8 @@ export class Rendezvous {
     settings.cluster?.attach({
       parked: (name) => this.#table.entry(name, false)?.parked.size,
       counts: () => this.#table.counts().parked,
-      relay: (name, server, client) => this.#relay(name, server, client),
+      events: this.events,
+      relay: paired,
       refuse: (c, reason, reply, name) =>
         this.#refuse(c.conn, c.peer, reason, reply, name),
       serveForwarded: (name, client) => {
