@@ -2,7 +2,7 @@
 // clients on one node reaching servers parked on another.
 
 import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
-import { accept, connect } from "../mod.ts";
+import { accept, connect, listen, RelayError } from "../mod.ts";
 import {
   bytes,
   firstDifference,
@@ -204,5 +204,170 @@ Deno.test({
     assertEquals(text(await readExactly(server, 2)), "hi");
     client.close();
     server.close();
+  },
+});
+
+/** An echo server parked at `relay` through listen(); `close()` stops it. */
+function echoServer(relay: string, name: string, pool = 2) {
+  const listener = listen({ relay, name, pool, maxBackoff: 500 });
+  const served = (async () => {
+    for await (const conn of listener) {
+      (async () => {
+        try {
+          const buf = new Uint8Array(65536);
+          for (let n; (n = await conn.read(buf)) !== null;) {
+            await conn.write(buf.subarray(0, n));
+          }
+        } catch {
+          // reset: fine here
+        } finally {
+          try {
+            conn.close();
+          } catch {
+            // closed already
+          }
+        }
+      })();
+    }
+  })();
+  return {
+    async close() {
+      listener.close();
+      await served;
+    },
+  };
+}
+
+/** One echo through a new client connection to `name` at `relay`. */
+async function echoOnce(relay: string, name: string, message = "ping") {
+  const conn = await connect({ relay, name });
+  try {
+    await conn.write(bytes(message));
+    return text(await readExactly(conn, message.length));
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test({
+  name:
+    "cluster: kill -9 of the node with the parked servers: others stop routing to it, refuse promptly, and serve once the server parks elsewhere",
+  ignore,
+  async fn() {
+    await using redis = await TestRedis.start();
+    await using nodes = await cluster(redis, ["a", "b", "c"], "--wait=1");
+    const [a, b, c] = nodes;
+    const first = echoServer(b.server, "fo");
+    try {
+      await parkedIn(redis, "b", "fo", 2);
+      assertEquals(await echoOnce(a.client, "fo"), "ping");
+      b.proc.kill("SIGKILL");
+      await b.proc.status();
+      // at once: b is still in Redis for a moment, its peer port is dead
+      const refused = await connect({ relay: a.client, name: "fo" }).then(
+        (c) => c.close(),
+        (e) => e,
+      );
+      ok(refused instanceof RelayError, String(refused));
+      ok(["OFFLINE", "NOEXIST"].includes(refused.code), refused.code);
+      // the lease lapses: b's entries are gone within 5 s, together
+      await eventually(
+        async () =>
+          (await redis.cli("EXISTS", "tcp-relay:node:b:lease", parkedKey("b")))
+            .trim() === "0",
+        "b's entries to lapse",
+        5_000,
+      );
+      await rejectsWith(connect({ relay: a.client, name: "fo" }), "NOEXIST");
+    } finally {
+      await first.close();
+    }
+    const second = echoServer(c.server, "fo");
+    try {
+      await parkedIn(redis, "c", "fo", 2);
+      assertEquals(await echoOnce(a.client, "fo"), "ping");
+    } finally {
+      await second.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: Redis stopped under traffic: pairs go on, local pairing goes on, cross-node requests are OFFLINE; restarted: nodes register again and route",
+  ignore,
+  async fn() {
+    await using redis = await TestRedis.start();
+    await using nodes = await cluster(redis, ["a", "b"], "--wait=1");
+    const [a, b] = nodes;
+    const server = echoServer(b.server, "rd", 3);
+    try {
+      await parkedIn(redis, "b", "rd", 3);
+      const live = await connect({ relay: a.client, name: "rd" });
+      await live.write(bytes("one"));
+      assertEquals(text(await readExactly(live, 3)), "one");
+      await redis.stop();
+      await live.write(bytes("two")); // the link needs no Redis
+      assertEquals(text(await readExactly(live, 3)), "two");
+      assertEquals(await echoOnce(b.client, "rd"), "ping"); // local on b
+      await eventually(async () => {
+        try {
+          await echoOnce(a.client, "rd");
+          return false;
+        } catch (e) {
+          return e instanceof RelayError && e.code === "OFFLINE";
+        }
+      }, "a's cross-node requests refused");
+      await redis.restart();
+      await parkedIn(redis, "b", "rd", 1);
+      await eventually(
+        async () => {
+          try {
+            return await echoOnce(a.client, "rd") === "ping";
+          } catch {
+            return false;
+          }
+        },
+        "a routes again",
+        15_000,
+      );
+      await live.write(bytes("three"));
+      assertEquals(text(await readExactly(live, 5)), "three");
+      live.close();
+      ok(!a.proc.exited && !b.proc.exited);
+      ok(a.proc.err.includes("registered in the cluster"));
+    } finally {
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: a draining node (SIGTERM) withdraws its entries first, while its pairs finish",
+  ignore,
+  async fn() {
+    await using redis = await TestRedis.start();
+    await using nodes = await cluster(redis, ["a", "b"], "--drain-timeout=5");
+    const [a, b] = nodes;
+    const server = echoServer(b.server, "dr", 1);
+    try {
+      await parkedIn(redis, "b", "dr", 1);
+      const live = await connect({ relay: a.client, name: "dr" });
+      b.proc.kill("SIGTERM");
+      await eventually(
+        async () =>
+          (await redis.cli("EXISTS", "tcp-relay:node:b:lease", parkedKey("b")))
+            .trim() === "0",
+        "b's entries withdrawn",
+      );
+      ok(!b.proc.exited, "b still drains its pair");
+      await live.write(bytes("bye"));
+      assertEquals(text(await readExactly(live, 3)), "bye");
+      live.close();
+      assertEquals((await b.proc.status()).code, 0);
+    } finally {
+      await server.close();
+    }
   },
 });
