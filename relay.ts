@@ -39,7 +39,8 @@ import {
 } from "./engine/_rendezvous.ts";
 import { DEFAULT_LIMITS, type Limits } from "./engine/_guard.ts";
 import { newSecret } from "./protocol/_auth.ts";
-import { parseRelayFlags, RELAY_USAGE, runNames } from "./cli/_relay.ts";
+import { parseRelayFlags, RELAY_USAGE } from "./cli/_relay.ts";
+import { runNames } from "./cli/_names.ts";
 import { runMain, setupLogging, stopSignal } from "./cli/_common.ts";
 import { NameStore } from "./engine/_store.ts";
 import { ClusterNode, type ClusterOptions } from "./cluster/_node.ts";

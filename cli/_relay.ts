@@ -5,7 +5,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   DEFAULT_CLIENT_PORT,
   DEFAULT_DRAIN_TIMEOUT,
@@ -19,11 +18,9 @@ import {
   COMMON_OPTIONS,
   integer,
   parseFlags,
-  runMain,
   seconds,
   UsageError,
 } from "./_common.ts";
-import { NameStore } from "../engine/_store.ts";
 import { DEFAULT_PEER_PORT } from "../cluster/_link.ts";
 import { clusterFlags } from "../cluster/_flags.ts";
 
@@ -181,72 +178,4 @@ export function parseRelayFlags(args: string[]): Record<string, unknown> {
     logLevel: v["log-level"],
     logFormat: v["log-format"],
   };
-}
-
-const NAMES_USAGE =
-  `Usage: deno run -A jsr:@x/tcp-relay/relay names add NAME [--private] [--replace] --data DIR
-       deno run -A jsr:@x/tcp-relay/relay names remove NAME --data DIR
-       deno run -A jsr:@x/tcp-relay/relay names list --data DIR
-
-add prints the owner's secret (give it to the server: --secret) and, with
---private, the clients' key (give it to the clients: --key). A running relay
-with the same --data picks the change up at once.`;
-
-/** `relay.ts names ...`: manages the credentials store. */
-export function runNames(args: string[]): Promise<never> {
-  return runMain(NAMES_USAGE, () => {
-    const { values, positionals } = (() => {
-      try {
-        return parseArgs({
-          args,
-          allowPositionals: true,
-          options: {
-            data: { type: "string" },
-            private: { type: "boolean", default: false },
-            replace: { type: "boolean", default: false },
-            help: { type: "boolean", short: "h", default: false },
-            version: { type: "boolean", short: "V", default: false },
-          },
-        });
-      } catch (e) {
-        throw new UsageError((e as Error).message.replace(/\.$/, ""));
-      }
-    })();
-    return { ...values, positionals };
-  }, async (v) => {
-    const [action, name, ...extra] = v.positionals as string[];
-    if (!v.data) throw new UsageError("--data DIR is required");
-    const wantsName = action === "add" || action === "remove";
-    if (
-      !["add", "remove", "list"].includes(action) || wantsName !== !!name ||
-      extra.length
-    ) {
-      throw new UsageError(`expected add NAME, remove NAME or list`);
-    }
-    const store = await NameStore.open(v.data as string);
-    if (action === "list") {
-      for (const n of store.names()) {
-        console.log(`${n}${store.get(n)?.clientKey ? " (private)" : ""}`);
-      }
-      return 0;
-    }
-    if (action === "remove") {
-      if (await store.remove(name)) return 0;
-      console.error(`error: no name ${name} in ${store.path}`);
-      return 1;
-    }
-    let record;
-    try {
-      record = await store.add(name, {
-        private: !!v.private,
-        replace: !!v.replace,
-      });
-    } catch (e) {
-      if (e instanceof RangeError) throw new UsageError(e.message);
-      throw e;
-    }
-    console.log(`name:   ${name}\nsecret: ${record.secret}`);
-    if (record.clientKey) console.log(`key:    ${record.clientKey}`);
-    return 0;
-  });
 }

@@ -12,7 +12,7 @@ import {
   rejectsWith,
   text,
 } from "./_helpers.ts";
-import { Proc, type RelayProc, relayProc } from "./_proc.ts";
+import { Proc, type RelayProc, relayProc, run } from "./_proc.ts";
 import { eventually, hasRedis, TestRedis } from "./_redis.ts";
 import { forward } from "../cluster/_link.ts";
 import { parkedKey } from "../cluster/_registry.ts";
@@ -369,5 +369,85 @@ Deno.test({
     } finally {
       await server.close();
     }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: an owned name added with `names add --cluster` is owned on every node; a private one's clients need its key on every node",
+  ignore,
+  async fn() {
+    await using redis = await TestRedis.start();
+    await using nodes = await cluster(redis, ["a", "b", "c"]);
+    const [a, b, c] = nodes;
+    const added = await run(
+      "relay.ts",
+      "names",
+      "add",
+      "own",
+      "--cluster",
+      redis.url(),
+    );
+    assertEquals(added.code, 0, added.stderr);
+    const secret = /secret: ([0-9a-f]+)/.exec(added.stdout)![1];
+    const priv = await run(
+      "relay.ts",
+      "names",
+      "add",
+      "nas",
+      "--private",
+      "--cluster",
+      redis.url(),
+    );
+    const key = /key: +([0-9a-f]+)/.exec(priv.stdout)![1];
+    const listed = await run(
+      "relay.ts",
+      "names",
+      "list",
+      "--cluster",
+      redis.url(),
+    );
+    assertEquals(listed.stdout, "nas (private)\nown\n");
+    // within a second every node has read them: a v1 server may not park it
+    await eventually(async () => {
+      const conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: c.serverPort,
+      });
+      const timer = setTimeout(() => conn.close(), 500); // parked: not yet
+      try {
+        await readExactly(conn, 7);
+        await conn.write(bytes("CONNECT\nown\n"));
+        const answer = text(await readAll(conn));
+        conn.close();
+        return answer.startsWith("ERROR AUTH");
+      } catch {
+        return false;
+      } finally {
+        clearTimeout(timer);
+      }
+    }, "c to know own is owned");
+    await rejectsWith(
+      accept({ relay: b.server, name: "own", secret: "0".repeat(64) }),
+      "AUTH",
+    );
+    const serving = accept({ relay: b.server, name: "own", secret });
+    await parkedIn(redis, "b", "own");
+    const client = await connect({ relay: a.client, name: "own" });
+    const server = await serving;
+    await client.write(bytes("owned"));
+    assertEquals(text(await readExactly(server, 5)), "owned");
+    client.close();
+    server.close();
+    const privServing = accept({
+      relay: b.server,
+      name: "nas",
+      secret: /secret: ([0-9a-f]+)/.exec(priv.stdout)![1],
+    });
+    await parkedIn(redis, "b", "nas");
+    await rejectsWith(connect({ relay: a.client, name: "nas" }), "NOEXIST");
+    const privClient = await connect({ relay: c.client, name: "nas", key });
+    (await privServing).close();
+    privClient.close();
   },
 });
