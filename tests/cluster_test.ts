@@ -261,6 +261,7 @@ Deno.test({
     try {
       await parkedIn(redis, "b", "fo", 2);
       assertEquals(await echoOnce(a.client, "fo"), "ping");
+      const killed = performance.now();
       b.proc.kill("SIGKILL");
       await b.proc.status();
       // at once: b is still in Redis for a moment, its peer port is dead
@@ -277,6 +278,11 @@ Deno.test({
             .trim() === "0",
         "b's entries to lapse",
         5_000,
+      );
+      console.log(
+        `failover: b's entries lapsed ${
+          Math.round(performance.now() - killed)
+        } ms after kill -9`,
       );
       await rejectsWith(connect({ relay: a.client, name: "fo" }), "NOEXIST");
     } finally {
