@@ -266,11 +266,10 @@ export function serveRelay(options: RelayOptions = {}): Relay {
     clientListener,
   );
   // a node withdraws from the cluster first: nobody is routed here after
-  const shutdown = async () => {
-    await node?.withdraw();
-    await core.shutdown();
-    await node?.close();
-  };
+  const shutdown = (): Promise<void> =>
+    node
+      ? node.withdraw().then(() => core.shutdown()).then(() => node!.close())
+      : core.shutdown();
   const finished = core.finished.then(async () => {
     await node?.close();
   });
