@@ -124,7 +124,7 @@ Deno.test("link: a forwarded request with the cluster secret is paired and carri
   }
 });
 
-Deno.test("link: a stranger on the peer port cannot take a pairing, replay one, or pose as a node", async () => {
+Deno.test("link: a stranger on the peer port cannot take a pairing (wrong secret, a made-up proof, junk) or pose as a node", async () => {
   const seen: Forwarded[] = [];
   const peer = echoPeer("b", seen);
   const port = peer.addr.port;
@@ -138,7 +138,7 @@ Deno.test("link: a stranger on the peer port cannot take a pairing, replay one, 
       secret: "x".repeat(32),
     });
     ok(!wrong.paired);
-    // a stranger by hand: no proof, then a recorded proof on a new nonce
+    // a stranger by hand: a made-up proof
     using raw = await Raw.open(port);
     const greeting = await raw.line();
     ok(greeting?.startsWith("TCP-RELAY-PEER 1 "));
@@ -169,6 +169,73 @@ Deno.test("link: a stranger on the peer port cannot take a pairing, replay one, 
     fake.close();
     ok(!posed.paired);
     assertEquals(seen, []);
+  } finally {
+    peer.close();
+  }
+});
+
+/** A self-signed certificate for 127.0.0.1 made by openssl, or undefined. */
+async function selfSigned(): Promise<
+  { cert: string; key: string } | undefined
+> {
+  const dir = await Deno.makeTempDir({ prefix: "cluster-tls-" });
+  try {
+    const out = await new Deno.Command("openssl", {
+      args: [
+        ...["req", "-x509", "-newkey", "ec"],
+        ...["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"],
+        ...["-subj", "/CN=localhost"],
+        ...["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        ...["-addext", "basicConstraints=critical,CA:FALSE"],
+        ...["-keyout", `${dir}/key.pem`, "-out", `${dir}/cert.pem`],
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    if (!out.success) return undefined;
+    return {
+      cert: await Deno.readTextFile(`${dir}/cert.pem`),
+      key: await Deno.readTextFile(`${dir}/key.pem`),
+    };
+  } catch {
+    return undefined;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("link: over TLS a forwarded request is paired and carries a half-close; an untrusted peer certificate is refused", async () => {
+  const pem = await selfSigned();
+  if (!pem) return console.log("skipped: no openssl");
+  const tls = { ...pem, caCerts: [pem.cert] };
+  const seen: Forwarded[] = [];
+  const peer = new LinkListener(
+    { hostname: "127.0.0.1", port: 0, node: "b", secret: SECRET, tls },
+    async (req) => {
+      seen.push(req);
+      await req.conn.write(bytes("CONNECTED\n"));
+      const got = await readAll(req.conn);
+      await req.conn.write(got);
+      req.conn.close();
+    },
+  );
+  try {
+    const base = {
+      addr: `127.0.0.1:${peer.addr.port}`,
+      to: "b",
+      name: "web",
+      node: "a",
+      secret: SECRET,
+    };
+    const untrusted = await forward({ ...base, tls: { ...pem } });
+    ok(!untrusted.paired);
+    const got = await forward({ ...base, tls });
+    ok(got.paired, got.paired ? "" : got.reason);
+    await got.conn.write(bytes("over tls"));
+    await got.conn.closeWrite();
+    assertEquals(text(await readAll(got.conn)), "over tls");
+    got.conn.close();
+    assertEquals(seen.length, 1);
   } finally {
     peer.close();
   }
