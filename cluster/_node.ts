@@ -13,12 +13,7 @@ import type { Cluster, EngineHandle } from "../engine/_cluster.ts";
 import type { Waiter } from "../engine/_table.ts";
 import { Source } from "../datapath/_source.ts";
 import { line, Word, writeAll } from "../protocol/_wire.ts";
-import {
-  DEFAULT_PEER_PORT,
-  forward,
-  LinkListener,
-  type LinkTls,
-} from "./_link.ts";
+import { DEFAULT_PEER_PORT, forward, LinkListener } from "./_link.ts";
 import { LEASE, nodeNameProblem, Registry } from "./_registry.ts";
 import { RedisOwners } from "./_owners.ts";
 
@@ -39,8 +34,11 @@ export interface ClusterOptions {
   peerPort?: number;
   /** Where other nodes reach the peer port, `HOST:PORT`. Default: the relay's hostname (or this host's name) and the peer port. */
   advertise?: string;
-  /** TLS for the links: this node's certificate and key, and CAs to trust. */
-  tls?: LinkTls;
+  /**
+   * TLS for the links: this node's certificate and key (PEM), and the
+   * certificates to trust for other nodes' peer ports. Default: plain TCP.
+   */
+  tls?: { cert: string; key: string; caCerts?: string[] };
 }
 
 /** Live counts of a node. */
