@@ -28,24 +28,26 @@ interface ConfigRelay extends AsyncDisposable {
   client: string;
   serverPort: number;
   clientPort: number;
-  /** Writes the file anew: the host and ports, then `toml`. */
+  /** Writes the file anew: the host, ports 0, then `toml`. */
   write(toml: string): Promise<void>;
 }
 
 /**
- * relay.ts with `--config` on a file that sets 127.0.0.1, two free ports and
- * `toml`, with `flags`, once it listens. With `link`, the file is a symbolic
- * link to one in another folder, so that editing it is not seen by the
- * relay's watch: only a SIGHUP reloads it.
+ * relay.ts with `--config` on a file that sets `host` (127.0.0.1), ports 0
+ * (free ones, read from its log) and `toml`, with `flags`, once it listens.
+ * With `link`, the file is a symbolic link to one in another folder, so that
+ * editing it is not seen by the relay's watch: only a SIGHUP reloads it.
  */
 async function configRelay(
   toml: string,
-  { flags = [], link = false }: { flags?: string[]; link?: boolean } = {},
+  { flags = [], link = false, host = "127.0.0.1" }: {
+    flags?: string[];
+    link?: boolean;
+    host?: string;
+  } = {},
 ): Promise<ConfigRelay> {
   const tmp = await tempDir("tcp-relay-config-");
-  const [serverPort, clientPort] = freePorts(2);
-  const head =
-    `host = "127.0.0.1"\nserver-port = ${serverPort}\nclient-port = ${clientPort}\n`;
+  const head = `host = "${host}"\nserver-port = 0\nclient-port = 0\n`;
   const path = join(tmp.dir, "relay.toml");
   let target = path;
   if (link) {
@@ -60,12 +62,18 @@ async function configRelay(
     await proc[Symbol.asyncDispose]();
     await tmp[Symbol.asyncDispose]();
   };
+  let ports: number[];
   try {
-    await proc.waitErr(/Relay listening/);
+    const m = await proc.wait(
+      /Relay listening: servers on \D*127\.0\.0\.1:(\d+)\D+127\.0\.0\.1:(\d+)/,
+      "err",
+    );
+    ports = [Number(m[1]), Number(m[2])];
   } catch (e) {
     await dispose();
     throw e;
   }
+  const [serverPort, clientPort] = ports;
   return {
     proc,
     path,
@@ -113,12 +121,12 @@ Deno.test("a config file sets the relay's settings: its ports, a limit, the log 
 });
 
 Deno.test("a flag given on the command line wins over the config file", async () => {
-  const [port] = freePorts(1);
+  // the file's host is not one to listen on: the flag's is taken
   await using relay = await configRelay(`${LIMITED}max-per-ip = 1\n`, {
-    flags: [`--server-port=${port}`, "--max-per-ip=5"],
+    flags: ["--host=127.0.0.1", "--max-per-ip=5"],
+    host: "192.0.2.1",
   });
-  ok(relay.proc.err.includes(`servers on "127.0.0.1:${port}"`), relay.proc.err);
-  await reserve({ relay: `127.0.0.1:${port}`, name: "flag-wins" });
+  await reserve({ relay: relay.server, name: "flag-wins" });
   using _a = await held(relay.clientPort);
   using _b = await held(relay.clientPort);
   assertEquals(count(relay.proc, TOO_MANY), 0, relay.proc.err);
@@ -221,22 +229,15 @@ Deno.test("a change of the config file reloads it without a signal", async () =>
 Deno.test("a port changed in the config file is logged as needing a restart and left as it was", async () => {
   await using relay = await configRelay(`max-per-ip = 3\n`, { link: true });
   const [newPort] = freePorts(1);
-  // the head of the file is written anew with the old ports: put the new one after
   const toml = await Deno.readTextFile(relay.path);
   await Deno.writeTextFile(
     await Deno.realPath(relay.path),
-    toml.replace(
-      `server-port = ${relay.serverPort}`,
-      `server-port = ${newPort}`,
-    )
+    toml.replace("server-port = 0", `server-port = ${newPort}`)
       .replace("max-per-ip = 3", "max-per-ip = 4"),
   );
   relay.proc.kill("SIGHUP");
   await relay.proc.waitErr(
-    new RegExp(
-      `needs a restart: server-port ${relay.serverPort} -> ${newPort}$`,
-      "m",
-    ),
+    new RegExp(`needs a restart: server-port 0 -> ${newPort}$`, "m"),
   );
   ok(/Reloaded .*: max-per-ip 3 -> 4$/m.test(relay.proc.err), relay.proc.err);
   // the old port serves on; nothing listens on the new one

@@ -22,7 +22,7 @@ import {
 import { parseRelayFlags, relayOptions, settle } from "../cli/_relay.ts";
 import { CLI_LIVE } from "../cli/_config.ts";
 import { serveRelay } from "../relay.ts";
-import { ask, pair, Raw, send, startRelay, until } from "./_helpers.ts";
+import { pair, Raw, send, startRelay } from "./_helpers.ts";
 
 Deno.test("every setting has a flag, help, a type it can be checked by, and a default within its range", () => {
   const flags = new Set<string>(), keys = new Set<string>();
@@ -183,22 +183,28 @@ Deno.test("every flag maps onto its serveRelay option, seconds to ms, files read
 
 Deno.test("relay.reconfigure lowers a limit live: a pair open stays and carries bytes, a new connection is refused", async () => {
   await using relay = startRelay({
+    handshakeTimeout: 60_000,
     limits: { limitLoopback: true, maxPerIp: 3 },
   });
   const { s, c } = await pair(relay, "live");
   using _s = s, _c = c;
-  using _held = await ask(relay, "nobody-yet");
+  using held = await Raw.open(relay.clientAddr.port); // in its handshake
+  strictEqual(await held.line(), "CLIENT");
   relay.reconfigure({ limits: { maxPerIp: 1 } });
   const refusals = relay.stats().refusals;
   using late = await Raw.open(relay.clientAddr.port);
-  await late.text(); // closed at once
-  await until(() => relay.stats().refusals > refusals, "a refusal");
+  await late.text(); // closed
+  strictEqual(relay.stats().refusals, refusals + 1);
+  // refused on arrival, not at the handshake's deadline: the connection
+  // opened before it is still in its handshake
+  strictEqual(relay.stats().handshaking, 1);
   await send(c.conn, s.conn, "after the change");
   await send(s.conn, c.conn, "and back");
   // the limits not given stay: loopback still limited
   relay.reconfigure({ limits: { maxPerIp: 5 } });
   using _again = await Raw.open(relay.clientAddr.port);
   strictEqual(await _again.line(), "CLIENT");
+  strictEqual(relay.stats().handshaking, 2);
 });
 
 Deno.test("relay.reconfigure refuses what needs a restart and bad values, changing nothing", async () => {
