@@ -156,7 +156,7 @@ export function applyLive(relay: Relay, changes: Change[]): void {
   if (Object.keys(partial).length) relay.reconfigure(partial);
 }
 
-/** Whether the log level goes from `from` to a less verbose one. */
+/** Whether `changes` make the logs less verbose. */
 function quieter(changes: Change[]): boolean {
   const c = changes.find((c) => c.setting.flag === "log-level");
   const rank = (v: unknown) => LOG_LEVELS.indexOf(v as LogLevel);
@@ -198,7 +198,9 @@ export class ConfigReloader implements Disposable {
    * nothing. Unless `always`, a file whose text is as last read is left.
    */
   reload(always = true): Promise<void> {
-    return this.#queue = this.#queue.then(() => this.#reload(always));
+    return this.#queue = this.#queue.then(() => this.#reload(always)).catch(
+      (e) => log.error("Reload failed: {error}", { error: String(e) }),
+    );
   }
 
   async #reload(always: boolean): Promise<void> {
