@@ -22,14 +22,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import {
-  DEFAULT_CLIENT_PORT,
-  DEFAULT_DRAIN_TIMEOUT,
-  DEFAULT_HANDSHAKE_TIMEOUT,
-  DEFAULT_HEARTBEAT,
-  DEFAULT_SERVER_PORT,
-  DEFAULT_WAIT,
-} from "./protocol/_wire.ts";
+import { formatAddr } from "./protocol/_wire.ts";
 import type { PairInfo, RelayEvents } from "./engine/_events.ts";
 import {
   type Conn,
@@ -37,11 +30,22 @@ import {
   type RelayStats,
   Rendezvous,
 } from "./engine/_rendezvous.ts";
-import { DEFAULT_LIMITS, type Limits } from "./engine/_guard.ts";
+import type { Limits } from "./engine/_guard.ts";
+import { checkChanges, resolveOptions, setPath } from "./engine/_options.ts";
 import { newSecret } from "./protocol/_auth.ts";
-import { parseRelayFlags, RELAY_USAGE } from "./cli/_relay.ts";
+import {
+  parseRelayFlags,
+  readFlagFile,
+  RELAY_USAGE,
+  type RelayCommandLine,
+  relayOptions,
+  settle,
+  stopOnSignals,
+} from "./cli/_relay.ts";
 import { runNames } from "./cli/_names.ts";
-import { runMain, setupLogging, stopSignal } from "./cli/_common.ts";
+import { applyLive, ConfigReloader, readConfig } from "./cli/_config.ts";
+import { runMain, setupLogging } from "./cli/_common.ts";
+import { clusterFlags } from "./cluster/_flags.ts";
 import { NameStore } from "./engine/_store.ts";
 import { ClusterNode, type ClusterOptions } from "./cluster/_node.ts";
 import { redact } from "./cluster/_registry.ts";
@@ -60,7 +64,11 @@ export type { RefusalCode } from "./protocol/_wire.ts";
 export type { Limits } from "./engine/_guard.ts";
 export type { ClusterOptions } from "./cluster/_node.ts";
 
-/** Options of {@linkcode serveRelay}. */
+/**
+ * Options of {@linkcode serveRelay}. Each is a setting of the relay (its
+ * default and range in `engine/_settings.ts`, a flag of the executable); a
+ * bad value throws a TypeError or RangeError naming the option.
+ */
 export interface RelayOptions {
   /** Address to listen on. Default `"0.0.0.0"`. */
   hostname?: string;
@@ -74,7 +82,7 @@ export interface RelayOptions {
   handshakeTimeout?: number;
   /** How long active pairs may finish after a shutdown starts, in ms. Default `10000`. */
   drainTimeout?: number;
-  /** How often parked v2 connections are probed (`PING`), in ms. Default `15000`. */
+  /** How often parked v2 connections are probed (`PING`), in ms, at least 1. Default `15000`. */
   heartbeat?: number;
   /** Serve both ports over TLS with this certificate and key (PEM). Default: plain TCP. */
   tls?: { cert: string; key: string };
@@ -159,6 +167,22 @@ export interface Relay extends AsyncDisposable {
    */
   closeName(name: string): number;
   /**
+   * Changes settings while the relay runs, without dropping a connection:
+   * the limits (those not given stay as they are), `handshakeTimeout` (for
+   * handshakes that start from now on) and `drainTimeout`. Other options
+   * need a new relay: naming one throws a TypeError; a bad value throws a
+   * TypeError or RangeError naming the option, and changes nothing.
+   *
+   * @example Lowering a limit live
+   * ```ts
+   * import { serveRelay } from "jsr:@x/tcp-relay/relay";
+   *
+   * await using relay = serveRelay({ serverPort: 0, clientPort: 0 });
+   * relay.reconfigure({ limits: { maxPerIp: 10 }, handshakeTimeout: 5000 });
+   * ```
+   */
+  reconfigure(changes: RelayChanges): void;
+  /**
    * Stops accepting, closes parked and handshaking connections, lets active
    * pairs finish for up to `drainTimeout`, then closes them. Resolves with
    * {@linkcode Relay.finished}.
@@ -166,12 +190,38 @@ export interface Relay extends AsyncDisposable {
   shutdown(): Promise<void>;
 }
 
-function checkMs(name: string, value: number | undefined, fallback: number) {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !(value >= 0)) {
-    throw new RangeError(`${name} must be a number of ms >= 0, not ${value}`);
-  }
-  return value;
+/**
+ * What {@linkcode Relay.reconfigure} can change while the relay runs (the
+ * settings marked live), as in {@linkcode RelayOptions}.
+ */
+export interface RelayChanges {
+  /** As {@linkcode RelayOptions.handshakeTimeout}, for handshakes from now on. */
+  handshakeTimeout?: number;
+  /** As {@linkcode RelayOptions.drainTimeout}. */
+  drainTimeout?: number;
+  /** Limits to change; those not given stay. */
+  limits?: Partial<Limits>;
+}
+
+/** RelayOptions with their defaults, checked. */
+type Resolved =
+  & Required<Omit<RelayOptions, "tls" | "names" | "signal" | "limits">>
+  & Pick<RelayOptions, "tls">
+  & { limits: Limits };
+
+/** `Cannot listen on 127.0.0.1:8010: address in use`, of the same class as `e`. */
+function cannotListen(e: unknown, hostname: string, port: number): unknown {
+  if (!(e instanceof Error)) return e;
+  const why = e instanceof Deno.errors.AddrInUse
+    ? "address in use"
+    : e instanceof Deno.errors.AddrNotAvailable
+    ? "address not available"
+    : e instanceof Deno.errors.PermissionDenied
+    ? "permission denied"
+    : e.message;
+  const addr = formatAddr({ transport: "tcp", hostname, port });
+  const E = e.constructor as ErrorConstructor;
+  return new E(`Cannot listen on ${addr}: ${why}`, { cause: e });
 }
 
 /** Owners kept in memory: open registration without a credentials store. */
@@ -205,46 +255,34 @@ class MemoryOwners implements NameOwners {
  * ```
  */
 export function serveRelay(options: RelayOptions = {}): Relay {
-  const hostname = options.hostname ?? "0.0.0.0";
-  const listen = (port: number): Deno.Listener<Conn> =>
-    options.tls
-      ? Deno.listenTls({ hostname, port, ...options.tls })
-      : Deno.listen({ hostname, port });
-  const limits = { ...DEFAULT_LIMITS, ...options.limits };
-  for (const [k, v] of Object.entries(limits)) {
-    if (typeof v === "number" && (!Number.isInteger(v) || v < 1)) {
-      throw new RangeError(`limits.${k} must be a whole number >= 1, not ${v}`);
+  const o = resolveOptions({ ...options }) as Resolved;
+  const listen = (port: number): Deno.Listener<Conn> => {
+    const { hostname, tls } = o;
+    try {
+      return tls
+        ? Deno.listenTls({ hostname, port, ...tls })
+        : Deno.listen({ hostname, port });
+    } catch (e) {
+      throw cannotListen(e, hostname, port);
     }
-  }
+  };
+  let limits = o.limits;
   const settings = {
-    wait: checkMs("wait", options.wait, DEFAULT_WAIT),
-    handshakeTimeout: checkMs(
-      "handshakeTimeout",
-      options.handshakeTimeout,
-      DEFAULT_HANDSHAKE_TIMEOUT,
-    ),
-    drainTimeout: checkMs(
-      "drainTimeout",
-      options.drainTimeout,
-      DEFAULT_DRAIN_TIMEOUT,
-    ),
-    heartbeat: Math.max(
-      1,
-      checkMs("heartbeat", options.heartbeat, DEFAULT_HEARTBEAT),
-    ),
-    dataPath: options.dataPath === "streams"
-      ? "streams" as const
-      : "loop" as const,
+    wait: o.wait,
+    handshakeTimeout: o.handshakeTimeout,
+    drainTimeout: o.drainTimeout,
+    heartbeat: o.heartbeat,
+    dataPath: o.dataPath,
     limits,
     owners: options.names ??
-      (options.openRegistration ? new MemoryOwners() : undefined),
-    openRegistration: !!options.openRegistration,
-    reclaimMemory: !!options.reclaimMemory,
+      (o.openRegistration ? new MemoryOwners() : undefined),
+    openRegistration: o.openRegistration,
+    reclaimMemory: o.reclaimMemory,
   };
-  const serverListener = listen(options.serverPort ?? DEFAULT_SERVER_PORT);
+  const serverListener = listen(o.serverPort);
   let clientListener: Deno.Listener<Conn>;
   try {
-    clientListener = listen(options.clientPort ?? DEFAULT_CLIENT_PORT);
+    clientListener = listen(o.clientPort);
   } catch (e) {
     serverListener.close();
     throw e;
@@ -252,7 +290,7 @@ export function serveRelay(options: RelayOptions = {}): Relay {
   let node: ClusterNode | undefined;
   try {
     if (options.cluster) {
-      node = new ClusterNode(options.cluster, hostname, settings.wait);
+      node = new ClusterNode(options.cluster, o.hostname, settings.wait);
       settings.owners ??= node.owners;
     }
   } catch (e) {
@@ -290,6 +328,14 @@ export function serveRelay(options: RelayOptions = {}): Relay {
     pairs: () => core.pairs(),
     closePair: (id) => core.closePair(id),
     closeName: (name) => core.closeName(name),
+    reconfigure(changes: RelayChanges) {
+      const next: Record<string, unknown> = {};
+      for (const [key, value] of checkChanges({ ...changes })) {
+        setPath(next, key, value);
+      }
+      if (next.limits) next.limits = limits = { ...limits, ...next.limits };
+      core.reconfigure(next);
+    },
     shutdown,
     [Symbol.asyncDispose]: shutdown,
   };
@@ -299,27 +345,44 @@ async function main(): Promise<never> {
   if (Deno.args[0] === "names") return await runNames(Deno.args.slice(1));
   return await runMain(
     RELAY_USAGE,
-    () => parseRelayFlags(Deno.args),
+    () => ({ ...parseRelayFlags(Deno.args) }),
     async (v) => {
-      const options = v as unknown as RelayOptions & {
-        data?: string;
-        logLevel: string;
-        logFormat: string;
-      };
-      await setupLogging(options.logLevel, options.logFormat);
+      const { config, flags } = v as unknown as RelayCommandLine;
+      const read = config ? await readConfig(config) : undefined;
+      const file = read?.values ?? {};
+      const running = settle(file, flags);
+      const { options, cli } = relayOptions(running);
+      await setupLogging(cli.logLevel as string, cli.logFormat as string);
       const log = getLogger(["tcp-relay", "relay"]);
       let store: NameStore | undefined;
-      if (options.data && !options.cluster) {
-        store = await NameStore.open(options.data);
+      const cluster = clusterFlags(
+        running as Record<string, string | boolean | undefined>,
+        readFlagFile,
+      );
+      if (cli.data) {
+        store = await NameStore.open(cli.data as string);
         options.names = store;
         log.info("Credentials from {path}: {count} owned names", {
           path: store.path,
           count: store.names().length,
         });
       }
-      const signal = stopSignal();
-      const relay = serveRelay({ ...options, signal });
-      if (options.cluster) {
+      const relay = serveRelay({ ...options, cluster });
+      using _stop = stopOnSignals(
+        relay,
+        () => running["drain-timeout"] as number,
+      );
+      using _config = config
+        ? new ConfigReloader({
+          path: config,
+          flags,
+          file,
+          text: read!.text,
+          running,
+          apply: (changes) => applyLive(relay, changes),
+        }).watch()
+        : undefined;
+      if (cluster) {
         const timer = setTimeout(
           () =>
             log.warn(
@@ -330,9 +393,9 @@ async function main(): Promise<never> {
         await relay.ready;
         clearTimeout(timer);
         log.info("Cluster node {node}: peers on {peer}, Redis {redis}", {
-          node: options.cluster.node,
-          peer: `${relay.peerAddr!.hostname}:${relay.peerAddr!.port}`,
-          redis: redact(options.cluster.redis),
+          node: cluster.node,
+          peer: formatAddr(relay.peerAddr!),
+          redis: redact(cluster.redis),
         });
       }
       using _watch = store?.watch(() =>
@@ -350,8 +413,8 @@ async function main(): Promise<never> {
         Deno.addSignalListener("SIGHUP", hup);
       }
       log.info("Relay listening: servers on {server}, clients on {client}", {
-        server: `${relay.serverAddr.hostname}:${relay.serverAddr.port}`,
-        client: `${relay.clientAddr.hostname}:${relay.clientAddr.port}`,
+        server: formatAddr(relay.serverAddr),
+        client: formatAddr(relay.clientAddr),
         tls: !!options.tls,
       });
       await relay.finished;

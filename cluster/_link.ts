@@ -40,8 +40,7 @@ const log = getLogger(["tcp-relay", "cluster"]);
 
 /** The first word of the peer port's greeting. */
 export const PEER_GREETING = "TCP-RELAY-PEER 1";
-/** The default peer port. */
-export const DEFAULT_PEER_PORT = 7010;
+export { DEFAULT_PEER_PORT } from "../protocol/_wire.ts";
 /** How long a link handshake may take (ms). */
 export const LINK_TIMEOUT = 3_000;
 

@@ -80,6 +80,14 @@ export class Guard {
     this.#limits = limits;
   }
 
+  /**
+   * Replaces the limits, live: they hold for what comes next (a connection
+   * already admitted stays, even over a lowered limit).
+   */
+  setLimits(limits: Limits): void {
+    this.#limits = limits;
+  }
+
   /** Connections admitted and not released (handshaking, parked, waiting). */
   get held(): number {
     return this.#held.size;

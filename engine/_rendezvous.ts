@@ -165,6 +165,12 @@ export class Rendezvous {
     };
   }
 
+  /** Changes settings read at each use (timeouts, limits), live. */
+  reconfigure(changes: Partial<RendezvousSettings>): void {
+    Object.assign(this.#settings, changes);
+    this.#guard.setLimits(this.#settings.limits);
+  }
+
   /** Open connections: unpaired ones and both sides of each pair. */
   #open(): number {
     return this.#guard.held + 2 * this.#pairs.size;

@@ -28,6 +28,8 @@ export const VERSION: string = denoJson.version;
 export const DEFAULT_SERVER_PORT = 8010;
 /** The relay's port for clients (who ask for a name). */
 export const DEFAULT_CLIENT_PORT = 9010;
+/** The port a cluster node's peers link to (`relay.ts --peer-port`). */
+export const DEFAULT_PEER_PORT = 7010;
 /** Longest handshake line, in bytes, `\n` included. */
 export const MAX_LINE = 256;
 /** How long the relay gives a connection to finish its handshake (ms). */
