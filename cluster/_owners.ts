@@ -18,13 +18,13 @@
  * @module
  */
 
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import { getLogger } from "@logtape/logtape";
 import type { NameOwners } from "../engine/_rendezvous.ts";
 import type { NameRecord } from "../engine/_store.ts";
 import { newSecret } from "../protocol/_auth.ts";
 import { nameProblem } from "../protocol/_wire.ts";
-import { connectRedis, PREFIX } from "./_registry.ts";
+import { connectRedis, loadRedis, PREFIX } from "./_registry.ts";
 
 const log = getLogger(["tcp-relay", "cluster"]);
 
@@ -130,6 +130,7 @@ export class ClusterNames implements AsyncDisposable {
 
   /** Connects to the cluster's Redis at `url` and reads its names. */
   static async open(url: string): Promise<ClusterNames> {
+    const { Redis } = await loadRedis();
     const redis = new Redis(url, {
       lazyConnect: true,
       maxRetriesPerRequest: 0,

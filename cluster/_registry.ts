@@ -16,7 +16,7 @@
  * @module
  */
 
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import { getLogger } from "@logtape/logtape";
 
 const log = getLogger(["tcp-relay", "cluster"]);
@@ -47,11 +47,61 @@ export function nodeNameProblem(node: string): string | undefined {
   }
 }
 
+/** The Redis client's module, loaded by the first node: a relay that is no node never loads it. */
+export async function loadRedis(): Promise<
+  { Redis: typeof import("ioredis").Redis }
+> {
+  const { Redis } = await import("ioredis");
+  return { Redis };
+}
+
 /**
  * A Redis connection that fails fast while Redis is away (no queue of
  * commands) and reconnects by itself with exponential backoff and jitter.
+ *
+ * It is handed out at once while the client library loads: until then it
+ * takes `on()` and `disconnect()` (they apply once loaded) and answers no
+ * command, which is fine for callers that wait for `"ready"` before their
+ * first one.
  */
 export function connectRedis(url: string, name: string): Redis {
+  let real: Redis | undefined;
+  const early: ((redis: Redis) => void)[] = [];
+  const handle: Redis = new Proxy({} as Redis, {
+    get(_, key) {
+      if (real) {
+        const value = Reflect.get(real, key);
+        return typeof value === "function" ? value.bind(real) : value;
+      }
+      if (key === "on") {
+        return (event: string, fn: (...args: unknown[]) => void) => {
+          early.push((r) => r.on(event, fn));
+          return handle;
+        };
+      }
+      if (key === "disconnect") return () => early.push((r) => r.disconnect());
+      if (key === "status") return "wait";
+      return () => {
+        throw new Error("Redis unreachable");
+      };
+    },
+  });
+  loadRedis().then(
+    ({ Redis }) => {
+      real = open(Redis, url, name);
+      for (const apply of early.splice(0)) apply(real);
+    },
+    (e) =>
+      log.error("Cannot load the Redis client: {error}", { error: String(e) }),
+  );
+  return handle;
+}
+
+function open(
+  Redis: typeof import("ioredis").Redis,
+  url: string,
+  name: string,
+): Redis {
   const redis = new Redis(url, {
     lazyConnect: true,
     enableOfflineQueue: false,
