@@ -178,3 +178,42 @@ export function rssKb(pid: number): number {
     return NaN;
   }
 }
+
+/** Waits until `port` accepts a connection; throws after `ms`. */
+export async function waitForPort(port: number, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch {
+      if (Date.now() > end) throw new Error(`nothing listens on ${port}`);
+      await sleep(25);
+    }
+  }
+}
+
+/** Stops `child`: SIGTERM, then SIGKILL if it is still there after `ms`. */
+export async function stopChild(
+  child: Deno.ChildProcess,
+  ms = 3000,
+): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch { /* gone */ }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, ms);
+  await child.status;
+  clearTimeout(timer);
+}
+
+/** A port free on 127.0.0.1 now (the OS's pick; closed again at once). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}

@@ -11,6 +11,7 @@
 
 import { burst, hasMaxPool } from "./_burst.ts";
 import { type Binaries, parseLine, rssKb, run, sleep } from "./_driver.ts";
+import { failover, FAILOVER_FIGURES } from "./_failover.ts";
 import { idleKbPerPair } from "./_hold.ts";
 import type { Peer, Running } from "./_peers.ts";
 
@@ -223,10 +224,18 @@ export const MODES: Record<string, Mode> = {
       return { idleKb: kb };
     },
   },
+  failover: {
+    about:
+      "cluster: 3 nodes, a pool parked on a, kill -9 a; s until a client on c is served",
+    figures: FAILOVER_FIGURES,
+    applies: (peer) => peer.nodes !== undefined,
+    measure: (peer) => failover(peer),
+  },
   concurrent: {
     about: "driver: --pairs open at once, 5 echoes each; RSS after close",
     figures: ["openKb", "msgKb", "backMb"],
-    applies: (peer) => peer.repeats && peer.proto === "seed",
+    // the driver reads one process's RSS: not a cluster's
+    applies: (peer) => peer.repeats && peer.proto === "seed" && !peer.nodes,
     async measure(peer, bins, s) {
       const line = await drive(
         peer,
@@ -290,6 +299,7 @@ export const DEFAULT_MODES = [
   "parallel",
   "burst",
   "memory",
+  "failover",
 ];
 
 /** Measures `peer` in `mode`; a failure becomes a note on each of its figures. */

@@ -9,7 +9,17 @@
  * @module
  */
 
-import { type Binaries, ROOT, SHARED, sleep } from "./_driver.ts";
+import {
+  type Binaries,
+  ROOT,
+  SHARED,
+  sleep,
+  stopChild,
+  waitForPort,
+} from "./_driver.ts";
+import { clusterPeer, type ClusterRun } from "./_cluster.ts";
+
+export { stopChild, waitForPort };
 
 /** How the driver talks to a peer (`relaybench --proto`). */
 export type Proto = "seed" | "raw" | "direct";
@@ -38,41 +48,12 @@ export interface Peer {
   burst: boolean;
   /** Starts it on the bench's ports; `undefined` for no process (`direct`). */
   start(bins: Binaries): Promise<Running | undefined>;
+  /** A cluster peer: starts a cluster of nodes with these names (the failover mode). */
+  nodes?(names: string[]): Promise<ClusterRun>;
 }
 
 /** The bench's ports (a peer may pick others and say so in {@linkcode Running}). */
 export const SERVER_PORT = 18110, CLIENT_PORT = 19110;
-
-/** Waits until `port` accepts a connection; throws after `ms`. */
-export async function waitForPort(port: number, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  for (;;) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch {
-      if (Date.now() > end) throw new Error(`nothing listens on ${port}`);
-      await sleep(25);
-    }
-  }
-}
-
-/** Stops `child`: SIGTERM, then SIGKILL if it is still there after `ms`. */
-export async function stopChild(
-  child: Deno.ChildProcess,
-  ms = 3000,
-): Promise<void> {
-  try {
-    child.kill("SIGTERM");
-  } catch { /* gone */ }
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, ms);
-  await child.status;
-  clearTimeout(timer);
-}
 
 /**
  * A peer that is one process listening on {@linkcode SERVER_PORT} and
@@ -221,6 +202,7 @@ export const PEERS: Record<string, Peer> = {
     [],
     ["--data-path", "streams"],
   ),
+  cluster: clusterPeer(),
 };
 
 /** The peers of a plain `deno task bench`. */
@@ -230,4 +212,5 @@ export const DEFAULT_PEERS = [
   "socat",
   "project",
   "project-lean",
+  "cluster",
 ];

@@ -67,6 +67,19 @@ const BURST: Record<string, Figure> = {
   last: { head: "last s", better: "lower", digits: 2 },
 };
 
+/** The failover mode's figures (the cluster table). */
+const FAILOVER: Record<string, Figure> = {
+  failover: { head: "failover s", better: "lower", digits: 2 },
+  reparked: { head: "parked on b s", better: "lower", digits: 2 },
+  keysGone: { head: "a's keys gone s", better: "lower", digits: 2 },
+  refused: { head: "refused before", better: "lower", digits: 0 },
+};
+
+/** How `key` is shown, whichever table it is in. */
+function figureOf(key: string, s: Settings): Figure {
+  return mainFigures(s)[key] ?? FAILOVER[key] ?? BURST[key.split(".")[1]];
+}
+
 /** A target of the issue: a figure's value, or its ratio to a reference, bounded. */
 export interface Target {
   /** What is asked, as printed. */
@@ -86,8 +99,7 @@ const PROJECT = ["project", "project-lean"];
 /**
  * The targets (issue 11). A peer added later brings its own, e.g. an
  * `--admin` peer: `{ figure: "pairing", peers: ["project-admin"], ref:
- * "project", min: 0.9 }`; a cluster peer: `{ figure: "oneway", peers:
- * ["cluster"], ref: "project", min: 0.6 }`.
+ * "project", min: 0.9 }`. The cluster's (issue 10) are against `project`.
  */
 export function targets(s: Settings): Target[] {
   return [
@@ -150,6 +162,36 @@ export function targets(s: Settings): Target[] {
       figure: "demand.last",
       peers: ["project"],
       max: 1.5,
+    },
+    ...clusterTargets(s),
+  ];
+}
+
+/** Issue 10's targets: the cluster against the single relay of the same run. */
+function clusterTargets(s: Settings): Target[] {
+  const against = (text: string, figure: string, min: number): Target => ({
+    text: `cluster: ${text} ≥ ${min}× the single relay`,
+    figure,
+    peers: ["cluster"],
+    ref: "project",
+    min,
+  });
+  return [
+    against("one way across nodes", "oneway", 0.6),
+    against("both ways across nodes", "both", 0.6),
+    against("sequential pairings across nodes", "pairing", 0.5),
+    against(`${s.parallel} parallel pairings across nodes`, "parallel", 0.5),
+    {
+      text: "cluster: kill -9 of a node, a client on another served ≤ 5 s",
+      figure: "failover",
+      peers: ["cluster"],
+      max: 5,
+    },
+    {
+      text: "cluster: the killed node's keys gone from Redis ≤ 5 s",
+      figure: "keysGone",
+      peers: ["cluster"],
+      max: 5,
     },
   ];
 }
@@ -237,8 +279,10 @@ export function report(
   const keys = modes.flatMap((m) => figuresOf[m] ?? [])
     .filter((k) => k in figures);
   const out: string[] = [];
+  // the cluster has its own table, beside the single relay
+  const mainPeers = peers.filter((p) => p !== "cluster");
   if (keys.length) {
-    const rows = peers.map((peer) => [
+    const rows = mainPeers.map((peer) => [
       peer,
       ...keys.map((k) => {
         const f = figures[k];
@@ -286,6 +330,7 @@ export function report(
       ], rows),
     );
   }
+  if (peers.includes("cluster")) out.push(...clusterTable(results, modes, s));
   const checks = targets(s).flatMap((t) =>
     t.peers.filter((p) => peers.includes(p)).map((p) => check(results, t, p, s))
   ).filter((r): r is string[] => r !== undefined);
@@ -304,7 +349,7 @@ function check(
   peer: string,
   s: Settings,
 ): string[] | undefined {
-  const f = mainFigures(s)[t.figure] ?? BURST[t.figure.split(".")[1]];
+  const f = figureOf(t.figure, s);
   const c = cell(results.get(peer) ?? [], t.figure, f);
   if (!c) return undefined;
   if (c.value === undefined) {
@@ -326,4 +371,67 @@ function check(
   const met = (t.min === undefined || value >= t.min) &&
     (t.max === undefined || value <= t.max);
   return [t.text, peer, shown, met ? "met" : "**missed**"];
+}
+
+/** The cluster beside the single relay (`project`), ratios to it; then a note. */
+function clusterTable(
+  results: Results,
+  modes: string[],
+  s: Settings,
+): string[] {
+  const main = [
+    "oneway",
+    "both",
+    "rtt50",
+    "rtt99",
+    "pairing",
+    "parallel",
+    "idleKb",
+    "maxOk",
+  ];
+  const keys = [
+    ...main.filter((k) =>
+      (results.get("cluster") ?? []).some((x) => x[k] !== undefined)
+    ),
+    ...(modes.includes("failover") ? Object.keys(FAILOVER) : []),
+  ];
+  if (!keys.length) return [];
+  const rows = ["project", "cluster"].filter((p) => results.has(p)).map((
+    peer,
+  ) => [
+    peer,
+    ...keys.map((k) => {
+      const f = figureOf(k, s);
+      const c = cell(results.get(peer) ?? [], k, f);
+      if (peer === "project" && k in FAILOVER) return "—";
+      const ref = peer === "cluster" && !(k in FAILOVER)
+        ? cell(results.get("project") ?? [], k, f)?.value
+        : undefined;
+      return show(
+        c,
+        f,
+        c?.value !== undefined && ref ? c.value / ref : undefined,
+      );
+    }),
+  ]);
+  const notes = [
+    "Cluster against the single relay, same run (ratios to `project`): " +
+    "2 `relay.ts --cluster` nodes and a `redis-server`, the driver's servers " +
+    "on node a and its clients on node b, so every pair crosses nodes " +
+    "(`bench` reserved on a first); memory is both relays' RSS.",
+    table(["peer", ...keys.map((k) => figureOf(k, s).head)], rows),
+  ];
+  if (modes.includes("failover")) {
+    notes.push(
+      "Failover: 3 nodes; the server helper is `bench/_failover_server.ts` " +
+        "(a pool of 2 made with `accept()`, parked on a; when its connections " +
+        "to a fail it parks at b: it stands in for `listen()` with several " +
+        "relays, which main does not have yet); `kill -9` of a; seconds from " +
+        "the kill until a client on c is served (paired and echoed), until " +
+        "b's count for the name is in Redis, and until a's lease and counts " +
+        "are gone from Redis (lease 3 s); refused: the client's attempts " +
+        "refused before it was served.",
+    );
+  }
+  return notes;
 }

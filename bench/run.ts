@@ -131,6 +131,11 @@ const modes = pick(String(flags.modes), MODES, "mode");
 if (peers.includes("socat") && !(await need("socat", "socat"))) {
   peers.splice(peers.indexOf("socat"), 1);
 }
+if (
+  peers.includes("cluster") && !(await need("redis-server", "redis-server"))
+) {
+  peers.splice(peers.indexOf("cluster"), 1);
+}
 if (peers.includes("node") && !(await has("node"))) {
   console.error("bench: node is missing: leaving its peer out");
   peers.splice(peers.indexOf("node"), 1);
