@@ -8,13 +8,6 @@
  * link). Its memory is the RSS of both relays; Redis is left out, as it holds
  * counts per name and node, nothing per pair. The failover mode starts three.
  *
- * The driver's name `bench` is reserved on node `a` first (`RESERVE`, as the
- * seed's helper does before its first `CONNECT`): the driver's throughput and
- * round-trip modes connect their one client right after the server's
- * `CONNECT`, sooner than node `a`'s count reaches Redis, and a name that no
- * node holds yet is `NOEXIST` at once on node `b` (`cluster/_node.ts`,
- * `route`); a reserved name is looked for again every 100 ms.
- *
  * @module
  */
 
@@ -22,8 +15,6 @@ import { Redis } from "ioredis";
 import { accept } from "../server.ts";
 import { connect } from "../client.ts";
 import { RelayError } from "../protocol/_errors.ts";
-import { readLineExact, writeAll } from "../protocol/_wire.ts";
-import { parkedKey } from "../cluster/_registry.ts";
 import { freePort, ROOT, sleep, stopChild, waitForPort } from "./_driver.ts";
 import type { Peer, Running } from "./_peers.ts";
 
@@ -177,31 +168,6 @@ export async function startCluster(names: string[]): Promise<ClusterRun> {
   }
 }
 
-/** Reserves `name` on `node` (v1 `RESERVE`) and waits until Redis has it. */
-async function reserve(run: ClusterRun, node: NodeProc, name: string) {
-  const conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: node.serverPort,
-  });
-  try {
-    await readLineExact(conn);
-    await writeAll(conn, new TextEncoder().encode(`RESERVE\n${name}\n`));
-    const answer = await readLineExact(conn);
-    if (answer !== "OK") throw new Error(`RESERVE ${name}: ${answer}`);
-  } finally {
-    conn.close();
-  }
-  const redis = redisClient(run.redisUrl);
-  try {
-    await until(
-      async () => await redis.hexists(parkedKey(node.name), name) === 1,
-      `${name} reserved on ${node.name} in Redis`,
-    );
-  } finally {
-    redis.disconnect();
-  }
-}
-
 /**
  * The `cluster` peer: nodes `a` and `b`; servers dial `a`, clients dial `b`.
  * {@linkcode Peer.nodes} starts other clusters of it (the failover mode).
@@ -209,7 +175,7 @@ async function reserve(run: ClusterRun, node: NodeProc, name: string) {
 export function clusterPeer(): Peer {
   return {
     about:
-      "2 relay.ts --cluster nodes and a redis-server: servers on a (bench reserved), clients on b",
+      "2 relay.ts --cluster nodes and a redis-server: servers on a, clients on b",
     proto: "seed",
     repeats: true,
     burst: false,
@@ -217,10 +183,6 @@ export function clusterPeer(): Peer {
     async start(): Promise<Running> {
       const run = await startCluster(["a", "b"]);
       const [a, b] = run.nodes;
-      await reserve(run, a, "bench").catch(async (e) => {
-        await run.stop();
-        throw e;
-      });
       return {
         serverPort: a.serverPort,
         clientPort: b.clientPort,

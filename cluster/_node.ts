@@ -21,6 +21,8 @@ const log = getLogger(["tcp-relay", "cluster"]);
 
 /** How often a client waiting for a name held elsewhere looks again (ms). */
 const POLL = 100;
+/** How long a name unknown everywhere gets to appear before NOEXIST (ms). */
+const SETTLE = 25;
 
 /** How a relay joins a cluster (see README, "Cluster"). */
 export interface ClusterOptions {
@@ -179,7 +181,7 @@ export class ClusterNode implements Cluster {
       engine.refuse(client, reason, reply, name);
       return true;
     };
-    let known = reserved;
+    let known = reserved, looks = 0;
     for (;;) {
       if (this.#closed) return refuse("relay shutting down", Word.OFFLINE);
       if (engine.parked(name)) return false; // a server parked here meanwhile
@@ -192,7 +194,13 @@ export class ClusterNode implements Cluster {
         return refuse("cluster registry unreachable", Word.OFFLINE);
       }
       known ||= holders.known || engine.parked(name) !== undefined;
-      if (!known) return refuse("no such name", Word.NOEXIST);
+      if (!known) {
+        // a server may have parked elsewhere a moment ago: its count reaches
+        // Redis within a few ms, so look once more before saying NOEXIST
+        if (looks++ > 0) return refuse("no such name", Word.NOEXIST);
+        await new Promise((r) => setTimeout(r, SETTLE));
+        continue;
+      }
       for (const holder of holders.nodes) {
         if ((this.#down.get(holder.node) ?? 0) > Date.now()) continue;
         const got = await forward({

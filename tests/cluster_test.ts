@@ -131,6 +131,31 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "cluster: a client asking on another node the moment a server parked is paired, not told NOEXIST",
+  ignore,
+  async fn() {
+    await using redis = await TestRedis.start();
+    await using nodes = await cluster(redis, ["a", "b"]);
+    const [a, b] = nodes;
+    for (let i = 0; i < 5; i++) {
+      const name = `fresh-${i}`;
+      // v1 by hand: CONNECT, then at once a client on the other node
+      const server = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: b.serverPort,
+      });
+      await readExactly(server, 7);
+      await server.write(bytes(`CONNECT\n${name}\n`));
+      const client = await connect({ relay: a.client, name });
+      assertEquals(text(await readExactly(server, 10)), "CONNECTED\n");
+      client.close();
+      server.close();
+    }
+  },
+});
+
 const FIXTURES = new URL("fixtures/", import.meta.url);
 const hasRuby = (() => {
   try {
