@@ -11,17 +11,21 @@ import { getLogger } from "@logtape/logtape";
 import { acceptAll } from "../datapath/_accept.ts";
 import { Guard, type Limits } from "./_guard.ts";
 import {
+  answerAndClose,
   type ClientRequest,
+  closeQuietly,
   type HandshakeState,
   readClientRequest,
   readServerRequest,
-  Refusal,
   type ServerRequest,
+  TurnDowns,
+  underDeadline,
 } from "./_handshake.ts";
 import { type DataPath, type Pair, relayPair } from "../datapath/_pipe.ts";
 import { Source } from "../datapath/_source.ts";
 import { formatAddr, line, Word, writeAll } from "../protocol/_wire.ts";
 import { Reclaimer } from "./_reclaim.ts";
+import { Registrar } from "./_register.ts";
 import { type Conn, NameTable, type Waiter } from "./_table.ts";
 
 export type { Conn } from "./_table.ts";
@@ -34,6 +38,10 @@ export interface NameOwners {
   get(name: string): { secret: string; clientKey?: string } | undefined;
   /** Makes the caller the owner of `name` (open registration); rejects if it has one. */
   add?(name: string): Promise<{ secret: string }>;
+  /** Forgets the owner of `name` (its RELEASE under open registration); true if it had one. */
+  remove?(name: string): Promise<boolean>;
+  /** Every owned name: with open registration they count toward `limits.maxNames`. */
+  names?(): string[];
 }
 
 /** Live counts of a relay. */
@@ -54,14 +62,6 @@ export interface RelayStats {
   refusals: number;
   /** Application bytes relayed since start, each way. */
   bytes: { clientToServer: number; serverToClient: number };
-}
-
-function closeQuietly(closer: { close(): void }): void {
-  try {
-    closer.close();
-  } catch {
-    // closed already
-  }
 }
 
 /** Settings of the engine, times in milliseconds. */
@@ -92,6 +92,8 @@ export class Rendezvous {
   #totals = { aToB: 0, bToA: 0 }; // a: the client, b: the server
   #done!: () => void;
   #reclaimer?: Reclaimer;
+  #registrar?: Registrar;
+  #refusing = new TurnDowns();
 
   constructor(
     settings: RendezvousSettings,
@@ -111,10 +113,17 @@ export class Rendezvous {
         this.#totals.aToB + this.#totals.bToA
       );
     }
+    if (settings.openRegistration && settings.owners?.add) {
+      this.#registrar = new Registrar(
+        settings.owners,
+        this.#guard,
+        this.#table,
+      );
+    }
     this.#listeners = [serverListener, clientListener];
     this.finished = new Promise((resolve) => this.#done = resolve);
-    this.#serve(serverListener, (c, p) => this.#onServer(c, p));
-    this.#serve(clientListener, (c, p) => this.#onClient(c, p));
+    this.#serve(serverListener, Word.SERVER, (c, p) => this.#onServer(c, p));
+    this.#serve(clientListener, Word.CLIENT, (c, p) => this.#onClient(c, p));
   }
 
   stats(): RelayStats {
@@ -124,7 +133,7 @@ export class Rendezvous {
       waiting,
       handshaking: this.#guard.held - parkedCount - waiting,
       activePairs: this.#pairs.size,
-      connections: this.#open(),
+      connections: this.#open() + this.#refusing.size,
       pairings: this.#pairings,
       refusals: this.#refusals,
       bytes: {
@@ -141,6 +150,7 @@ export class Rendezvous {
 
   #serve(
     listener: Deno.Listener<Conn>,
+    greeting: string,
     handle: (c: Conn, peer: string) => Promise<void>,
   ): void {
     acceptAll(listener, (conn) => {
@@ -148,7 +158,8 @@ export class Rendezvous {
       const addr = conn.remoteAddr, peer = formatAddr(addr);
       const refusal = this.#guard.admit(conn, addr.hostname, this.#open());
       if (refusal) {
-        return this.#refuse(conn, peer, refusal, `ERROR LIMIT ${refusal}`);
+        const reply = `ERROR LIMIT ${refusal}`;
+        return this.#refuse(conn, peer, refusal, reply, undefined, greeting);
       }
       handle(conn, peer).catch((e) => {
         log.error("Unexpected failure: {error}", { error: String(e) });
@@ -163,12 +174,14 @@ export class Rendezvous {
     closeQuietly(conn);
   }
 
+  /** With `greeting`, `conn` was refused at admission: see {@linkcode TurnDowns}. */
   #refuse(
     conn: Conn,
     peer: string,
     reason: string,
     reply?: string,
     name?: string,
+    greeting?: string,
   ): void {
     this.#refusals++;
     this.#guard.release(conn);
@@ -178,59 +191,34 @@ export class Rendezvous {
         : "Refused {peer} for {name}: {reason}",
       { peer, name, reason },
     );
+    if (greeting && reply) return this.#refusing.add(conn, greeting, reply);
     if (!reply) return closeQuietly(conn);
-    this.#answerAndClose(conn, reply);
+    answerAndClose(conn, reply);
   }
 
   #reply(conn: Conn, text: string): void {
     this.#guard.release(conn);
-    this.#answerAndClose(conn, text);
-  }
-
-  /**
-   * Sends a last line and closes; a peer that does not take even that within
-   * a second (a full window, a TLS handshake never made) is closed anyway.
-   */
-  #answerAndClose(conn: Conn, text: string): void {
-    const timer = setTimeout(() => closeQuietly(conn), 1000);
-    writeAll(conn, line(text)).catch(() => {}).finally(() => {
-      clearTimeout(timer);
-      closeQuietly(conn);
-    });
+    answerAndClose(conn, text);
   }
 
   /** Runs a handshake under the timeout; `undefined` if it was refused or ended. */
-  async #handshake<T>(
+  #handshake<T>(
     conn: Conn,
     peer: string,
     timeoutReply: (v2: boolean) => string,
     read: (state: HandshakeState) => Promise<T | null>,
   ): Promise<T | undefined> {
-    const state: HandshakeState = { v2: false };
-    let timedOut = false, tlsPending = "handshake" in conn;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      // no line for a peer that never finished its TLS handshake
-      const reply = tlsPending ? undefined : timeoutReply(state.v2);
-      this.#refuse(conn, peer, "handshake timed out", reply);
-    }, this.#settings.handshakeTimeout);
-    try {
-      if (tlsPending) {
-        await (conn as Deno.TlsConn).handshake();
-        tlsPending = false;
-      }
-      const request = await read(state);
-      if (timedOut) return; // refused at the deadline as the request came
-      if (request === null) this.#drop(conn);
-      return request ?? undefined;
-    } catch (e) {
-      if (timedOut) return;
-      if (e instanceof Refusal) {
-        this.#refuse(conn, peer, e.message, e.reply, e.subject);
-      } else this.#refuse(conn, peer, (e as Error).message);
-    } finally {
-      clearTimeout(timer);
-    }
+    return underDeadline(
+      conn,
+      this.#settings.handshakeTimeout,
+      timeoutReply,
+      read,
+      {
+        refuse: (reason, reply, name) =>
+          this.#refuse(conn, peer, reason, reply, name),
+        drop: () => this.#drop(conn),
+      },
+    );
   }
 
   async #onServer(conn: Conn, peer: string): Promise<void> {
@@ -248,9 +236,10 @@ export class Rendezvous {
     const denied = owner &&
       this.#guard.ownerDenies(ip, owner.secret, command, name, v2);
     if (denied) return refuse(...denied);
+    const held = this.#registrar?.held() ?? this.#table.unowned;
     if (
       command !== Word.RELEASE && !owner && !this.#table.has(name) &&
-      this.#table.size >= this.#guard.maxNames
+      held >= this.#guard.maxNames
     ) {
       return refuse("too many names", "ERROR LIMIT too many names reserved");
     }
@@ -259,19 +248,11 @@ export class Rendezvous {
         return refuse("name in use", Word.USED);
       }
       let answer: string = Word.OK;
-      if (
-        !owner && v2 && this.#settings.openRegistration &&
-        this.#settings.owners?.add
-      ) {
-        try {
-          answer = `${Word.OK} ${
-            (await this.#settings.owners.add(name)).secret
-          }`;
-        } catch {
-          return refuse("name in use", Word.USED);
-        }
-      }
-      this.#table.entry(name, true);
+      if (!owner && v2 && this.#registrar) {
+        const { reply, refused } = await this.#registrar.register(name, ip);
+        if (refused) return refuse(refused, reply);
+        answer = reply;
+      } else this.#table.entry(name, true, !!owner);
       log.info("Reserved {name} for {peer}", {
         name,
         peer,
@@ -280,11 +261,12 @@ export class Rendezvous {
       return this.#reply(conn, answer);
     }
     if (command === Word.RELEASE) {
+      if (owner) await this.#registrar?.forget(name);
       this.#table.release(name);
       log.info("Released {name} for {peer}", { name, peer });
       return this.#reply(conn, Word.OK);
     }
-    const entry = this.#table.entry(name, true)!;
+    const entry = this.#table.entry(name, true, !!owner)!;
     if (entry.parked.size >= this.#guard.maxParked(ip)) {
       return refuse(
         "too many parked connections",
@@ -307,6 +289,8 @@ export class Rendezvous {
       } catch {
         return this.#drop(conn);
       }
+      // released while PARKED was on its way: closed, as parked ones are
+      if (!this.#table.current(name, entry)) return this.#drop(conn);
     }
     this.#table.park(name, entry, server);
   }
@@ -331,7 +315,7 @@ export class Rendezvous {
         : "private name, no valid key";
       if (why) return this.#refuse(conn, peer, why, Word.NOEXIST, name);
     }
-    const entry = this.#table.entry(name, !!owner);
+    const entry = this.#table.entry(name, !!owner, true);
     if (!entry) {
       return this.#refuse(conn, peer, "no such name", Word.NOEXIST, name);
     }
@@ -382,6 +366,7 @@ export class Rendezvous {
     this.#listeners.forEach(closeQuietly);
     this.#table.close();
     for (const c of this.#guard.conns()) this.#drop(c as Conn);
+    await this.#refusing.close();
     const drained = new Promise<void>((r) =>
       this.#pairs.size ? this.#drained = r : r()
     );
