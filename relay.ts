@@ -238,6 +238,12 @@ class MemoryOwners implements NameOwners {
     this.#owners.set(name, owner);
     return Promise.resolve(owner);
   }
+  remove(name: string) {
+    return Promise.resolve(this.#owners.delete(name));
+  }
+  names() {
+    return [...this.#owners.keys()];
+  }
 }
 
 /**

@@ -250,7 +250,18 @@ export const SETTINGS: readonly Setting[] = [
     ...COUNT,
     max: 1e9,
     default: DEFAULT_LIMITS.maxNames,
-    help: "names reserved at once that nobody owns",
+    help: "names reserved at once that nobody owns (with " +
+      "--open-registration, the owned ones count too)",
+    live: true,
+  },
+  {
+    flag: "max-registrations-per-ip",
+    key: "limits.maxRegistrationsPerIp",
+    library: true,
+    ...COUNT,
+    default: DEFAULT_LIMITS.maxRegistrationsPerIp,
+    help: "names one source IP may register per hour with " +
+      "--open-registration",
     live: true,
   },
   {
