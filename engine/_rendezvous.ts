@@ -148,18 +148,8 @@ export class Rendezvous {
     }
     this.#listeners = [serverListener, clientListener];
     this.finished = new Promise((resolve) => this.#done = resolve);
-    this.#serve(
-      serverListener,
-      "server",
-      Word.SERVER,
-      (c, p) => this.#onServer(c, p),
-    );
-    this.#serve(
-      clientListener,
-      "client",
-      Word.CLIENT,
-      (c, p) => this.#onClient(c, p),
-    );
+    this.#serve(serverListener, "server", (c, p) => this.#onServer(c, p));
+    this.#serve(clientListener, "client", (c, p) => this.#onClient(c, p));
   }
 
   stats(): RelayStats {
@@ -198,7 +188,6 @@ export class Rendezvous {
   #serve(
     listener: Deno.Listener<Conn>,
     port: Port,
-    greeting: string,
     handle: (c: Conn, peer: string) => Promise<void>,
   ): void {
     acceptAll(listener, (conn) => {
@@ -207,16 +196,9 @@ export class Rendezvous {
       const refusal = this.#guard.admit(conn, addr.hostname, this.#open());
       if (refusal) {
         const reply = `ERROR LIMIT ${refusal}`;
-        const code = "LIMIT";
-        return this.#refuse(
-          conn,
-          peer,
-          refusal,
-          reply,
-          undefined,
-          code,
-          greeting,
-        );
+        const greeting = port === "server" ? Word.SERVER : Word.CLIENT;
+        this.#refuse(conn, peer, refusal, reply, undefined, "LIMIT", greeting);
+        return;
       }
       this.events.emit({ type: "accepted", port, peer });
       handle(conn, peer).catch((e) => {
