@@ -9,8 +9,7 @@
  * ```
  *
  * Run `deno run -A jsr:@x/tcp-relay/relay --help` for every flag;
- * `--admin 127.0.0.1:9100` adds the admin server (metrics, a live status
- * page, an HTTP API: {@linkcode serveAdmin}).
+ * `--admin 9100` adds the admin server ({@linkcode serveAdmin}).
  *
  * @example Running a relay in-process on free ports
  * ```ts
@@ -24,14 +23,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import {
-  DEFAULT_CLIENT_PORT,
-  DEFAULT_DRAIN_TIMEOUT,
-  DEFAULT_HANDSHAKE_TIMEOUT,
-  DEFAULT_HEARTBEAT,
-  DEFAULT_SERVER_PORT,
-  DEFAULT_WAIT,
-} from "./protocol/_wire.ts";
+import { formatAddr } from "./protocol/_wire.ts";
 import type { PairInfo, RelayEvents } from "./engine/_events.ts";
 import {
   type Conn,
@@ -39,13 +31,27 @@ import {
   type RelayStats,
   Rendezvous,
 } from "./engine/_rendezvous.ts";
-import { DEFAULT_LIMITS, type Limits } from "./engine/_guard.ts";
+import type { Limits } from "./engine/_guard.ts";
+import { checkChanges, resolveOptions, setPath } from "./engine/_options.ts";
 import { newSecret } from "./protocol/_auth.ts";
-import { parseRelayFlags, RELAY_USAGE, runNames } from "./cli/_relay.ts";
-import { runMain, setupLogging, stopSignal } from "./cli/_common.ts";
+import {
+  parseRelayFlags,
+  readFlagFile,
+  RELAY_USAGE,
+  type RelayCommandLine,
+  relayOptions,
+  settle,
+  stopOnSignals,
+} from "./cli/_relay.ts";
+import { runNames } from "./cli/_names.ts";
+import { applyLive, ConfigReloader, readConfig } from "./cli/_config.ts";
+import { runMain, setupLogging } from "./cli/_common.ts";
+import { clusterFlags } from "./cluster/_flags.ts";
 import { NameStore } from "./engine/_store.ts";
 import type { AdminOptions, AdminServer } from "./admin/_server.ts";
-import type { AdminFlags } from "./admin/_flags.ts";
+import { adminFromSettings } from "./admin/_flags.ts";
+import { ClusterNode, type ClusterOptions } from "./cluster/_node.ts";
+import { redact } from "./cluster/_registry.ts";
 
 export type { NameOwners, RelayStats } from "./engine/_rendezvous.ts";
 export type {
@@ -59,9 +65,14 @@ export type {
 } from "./engine/_events.ts";
 export type { RefusalCode } from "./protocol/_wire.ts";
 export type { Limits } from "./engine/_guard.ts";
+export type { ClusterOptions } from "./cluster/_node.ts";
 export type { AdminNames, AdminOptions, AdminServer } from "./admin/_server.ts";
 
-/** Options of {@linkcode serveRelay}. */
+/**
+ * Options of {@linkcode serveRelay}. Each is a setting of the relay (its
+ * default and range in `engine/_settings.ts`, a flag of the executable); a
+ * bad value throws a TypeError or RangeError naming the option.
+ */
 export interface RelayOptions {
   /** Address to listen on. Default `"0.0.0.0"`. */
   hostname?: string;
@@ -75,7 +86,7 @@ export interface RelayOptions {
   handshakeTimeout?: number;
   /** How long active pairs may finish after a shutdown starts, in ms. Default `10000`. */
   drainTimeout?: number;
-  /** How often parked v2 connections are probed (`PING`), in ms. Default `15000`. */
+  /** How often parked v2 connections are probed (`PING`), in ms, at least 1. Default `15000`. */
   heartbeat?: number;
   /** Serve both ports over TLS with this certificate and key (PEM). Default: plain TCP. */
   tls?: { cert: string; key: string };
@@ -105,6 +116,12 @@ export interface RelayOptions {
    * for new contexts. The relay executable turns it on. Default `false`.
    */
   reclaimMemory?: boolean;
+  /**
+   * Join a cluster of relays sharing one Redis (see README, "Cluster"):
+   * clients of any node reach servers parked on any node, and owned names
+   * come from Redis unless `names` is given. Default: a relay on its own.
+   */
+  cluster?: ClusterOptions;
   /** Aborting it shuts the relay down as {@linkcode Relay.shutdown} does. */
   signal?: AbortSignal;
 }
@@ -128,6 +145,13 @@ export interface Relay extends AsyncDisposable {
   readonly clientAddr: Deno.NetAddr;
   /** Settles when the relay has stopped and every connection is closed. */
   readonly finished: Promise<void>;
+  /** In a cluster, where other nodes' links come in; else `undefined`. */
+  readonly peerAddr?: Deno.NetAddr;
+  /**
+   * Settles once the relay knows its owned names: at once, or in a cluster
+   * when they were first read from Redis (until then it refuses every name).
+   */
+  readonly ready: Promise<void>;
   /** Live counts: parked connections per name, pairs, bytes relayed. */
   stats(): RelayStats;
   /**
@@ -147,6 +171,22 @@ export interface Relay extends AsyncDisposable {
    */
   closeName(name: string): number;
   /**
+   * Changes settings while the relay runs, without dropping a connection:
+   * the limits (those not given stay as they are), `handshakeTimeout` (for
+   * handshakes that start from now on) and `drainTimeout`. Other options
+   * need a new relay: naming one throws a TypeError; a bad value throws a
+   * TypeError or RangeError naming the option, and changes nothing.
+   *
+   * @example Lowering a limit live
+   * ```ts
+   * import { serveRelay } from "jsr:@x/tcp-relay/relay";
+   *
+   * await using relay = serveRelay({ serverPort: 0, clientPort: 0 });
+   * relay.reconfigure({ limits: { maxPerIp: 10 }, handshakeTimeout: 5000 });
+   * ```
+   */
+  reconfigure(changes: RelayChanges): void;
+  /**
    * Stops accepting, closes parked and handshaking connections, lets active
    * pairs finish for up to `drainTimeout`, then closes them. Resolves with
    * {@linkcode Relay.finished}.
@@ -154,12 +194,38 @@ export interface Relay extends AsyncDisposable {
   shutdown(): Promise<void>;
 }
 
-function checkMs(name: string, value: number | undefined, fallback: number) {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !(value >= 0)) {
-    throw new RangeError(`${name} must be a number of ms >= 0, not ${value}`);
-  }
-  return value;
+/**
+ * What {@linkcode Relay.reconfigure} can change while the relay runs (the
+ * settings marked live), as in {@linkcode RelayOptions}.
+ */
+export interface RelayChanges {
+  /** As {@linkcode RelayOptions.handshakeTimeout}, for handshakes from now on. */
+  handshakeTimeout?: number;
+  /** As {@linkcode RelayOptions.drainTimeout}. */
+  drainTimeout?: number;
+  /** Limits to change; those not given stay. */
+  limits?: Partial<Limits>;
+}
+
+/** RelayOptions with their defaults, checked. */
+type Resolved =
+  & Required<Omit<RelayOptions, "tls" | "names" | "signal" | "limits">>
+  & Pick<RelayOptions, "tls">
+  & { limits: Limits };
+
+/** `Cannot listen on 127.0.0.1:8010: address in use`, of the same class as `e`. */
+function cannotListen(e: unknown, hostname: string, port: number): unknown {
+  if (!(e instanceof Error)) return e;
+  const why = e instanceof Deno.errors.AddrInUse
+    ? "address in use"
+    : e instanceof Deno.errors.AddrNotAvailable
+    ? "address not available"
+    : e instanceof Deno.errors.PermissionDenied
+    ? "permission denied"
+    : e.message;
+  const addr = formatAddr({ transport: "tcp", hostname, port });
+  const E = e.constructor as ErrorConstructor;
+  return new E(`Cannot listen on ${addr}: ${why}`, { cause: e });
 }
 
 /** Owners kept in memory: open registration without a credentials store. */
@@ -175,6 +241,12 @@ class MemoryOwners implements NameOwners {
     const owner = { secret: newSecret() };
     this.#owners.set(name, owner);
     return Promise.resolve(owner);
+  }
+  remove(name: string) {
+    return Promise.resolve(this.#owners.delete(name));
+  }
+  names() {
+    return [...this.#owners.keys()];
   }
 }
 
@@ -193,61 +265,71 @@ class MemoryOwners implements NameOwners {
  * ```
  */
 export function serveRelay(options: RelayOptions = {}): Relay {
-  const hostname = options.hostname ?? "0.0.0.0";
-  const listen = (port: number): Deno.Listener<Conn> =>
-    options.tls
-      ? Deno.listenTls({ hostname, port, ...options.tls })
-      : Deno.listen({ hostname, port });
-  const limits = { ...DEFAULT_LIMITS, ...options.limits };
-  for (const [k, v] of Object.entries(limits)) {
-    if (typeof v === "number" && (!Number.isInteger(v) || v < 1)) {
-      throw new RangeError(`limits.${k} must be a whole number >= 1, not ${v}`);
+  const o = resolveOptions({ ...options }) as Resolved;
+  const listen = (port: number): Deno.Listener<Conn> => {
+    const { hostname, tls } = o;
+    try {
+      return tls
+        ? Deno.listenTls({ hostname, port, ...tls })
+        : Deno.listen({ hostname, port });
+    } catch (e) {
+      throw cannotListen(e, hostname, port);
     }
-  }
+  };
+  let limits = o.limits;
   const settings = {
-    wait: checkMs("wait", options.wait, DEFAULT_WAIT),
-    handshakeTimeout: checkMs(
-      "handshakeTimeout",
-      options.handshakeTimeout,
-      DEFAULT_HANDSHAKE_TIMEOUT,
-    ),
-    drainTimeout: checkMs(
-      "drainTimeout",
-      options.drainTimeout,
-      DEFAULT_DRAIN_TIMEOUT,
-    ),
-    heartbeat: Math.max(
-      1,
-      checkMs("heartbeat", options.heartbeat, DEFAULT_HEARTBEAT),
-    ),
-    dataPath: options.dataPath === "streams"
-      ? "streams" as const
-      : "loop" as const,
+    wait: o.wait,
+    handshakeTimeout: o.handshakeTimeout,
+    drainTimeout: o.drainTimeout,
+    heartbeat: o.heartbeat,
+    dataPath: o.dataPath,
     limits,
     owners: options.names ??
-      (options.openRegistration ? new MemoryOwners() : undefined),
-    openRegistration: !!options.openRegistration,
-    reclaimMemory: !!options.reclaimMemory,
+      (o.openRegistration ? new MemoryOwners() : undefined),
+    openRegistration: o.openRegistration,
+    reclaimMemory: o.reclaimMemory,
   };
-  const serverListener = listen(options.serverPort ?? DEFAULT_SERVER_PORT);
+  const serverListener = listen(o.serverPort);
   let clientListener: Deno.Listener<Conn>;
   try {
-    clientListener = listen(options.clientPort ?? DEFAULT_CLIENT_PORT);
+    clientListener = listen(o.clientPort);
   } catch (e) {
     serverListener.close();
     throw e;
   }
-  const core = new Rendezvous(settings, serverListener, clientListener);
-  const shutdown = () => core.shutdown();
+  let node: ClusterNode | undefined;
+  try {
+    if (options.cluster) {
+      node = new ClusterNode(options.cluster, o.hostname, settings.wait);
+      settings.owners ??= node.owners;
+    }
+  } catch (e) {
+    serverListener.close();
+    clientListener.close();
+    throw e;
+  }
+  const core = new Rendezvous(
+    { ...settings, cluster: node },
+    serverListener,
+    clientListener,
+  );
+  // a node withdraws from the cluster first: nobody is routed here after
+  const shutdown = (): Promise<void> =>
+    node
+      ? node.withdraw().then(() => core.shutdown()).then(() => node!.close())
+      : core.shutdown();
+  const finished = core.finished.then(async () => {
+    await node?.close();
+  });
   options.signal?.addEventListener("abort", shutdown, { once: true });
   if (options.signal?.aborted) shutdown();
-  core.finished.then(() =>
-    options.signal?.removeEventListener("abort", shutdown)
-  );
+  finished.then(() => options.signal?.removeEventListener("abort", shutdown));
   return {
     serverAddr: serverListener.addr as Deno.NetAddr,
     clientAddr: clientListener.addr as Deno.NetAddr,
-    finished: core.finished,
+    peerAddr: node?.peerAddr,
+    ready: node ? node.owners.loaded : Promise.resolve(),
+    finished,
     stats: () => core.stats(),
     events: core.events,
     get state() {
@@ -256,21 +338,26 @@ export function serveRelay(options: RelayOptions = {}): Relay {
     pairs: () => core.pairs(),
     closePair: (id) => core.closePair(id),
     closeName: (name) => core.closeName(name),
+    reconfigure(changes: RelayChanges) {
+      const next: Record<string, unknown> = {};
+      for (const [key, value] of checkChanges({ ...changes })) {
+        setPath(next, key, value);
+      }
+      if (next.limits) next.limits = limits = { ...limits, ...next.limits };
+      core.reconfigure(next);
+    },
     shutdown,
     [Symbol.asyncDispose]: shutdown,
   };
 }
 
 /**
- * Starts the admin server of `relay` over HTTP: `GET /healthz`, `/readyz`
- * (503 while draining), `/metrics` (Prometheus), a live status page at `/`,
- * and the JSON API under `/api/` (status, names, pairs; making and removing
- * owned names in `names`, closing a pair or a name's connections). It
- * listens on 127.0.0.1 unless told otherwise, and refuses an address that is
- * not loopback without a `token`. It stops with the relay.
- *
- * The admin server (and prom-client) is loaded on the first call, so that a
- * relay without one does not carry it.
+ * Starts the admin server of `relay`: `/healthz`, `/readyz` (503 while
+ * draining), `/metrics` (Prometheus), a live status page at `/` and a JSON
+ * API under `/api/` (see README, "Operations"). It listens on 127.0.0.1
+ * unless told otherwise, refuses an address that is not loopback without a
+ * `token`, and stops with the relay. It (and prom-client) loads on the first
+ * call: a relay without one does not carry it.
  *
  * @example A relay and its admin server on free ports
  * ```ts
@@ -278,7 +365,6 @@ export function serveRelay(options: RelayOptions = {}): Relay {
  *
  * await using relay = serveRelay({ hostname: "127.0.0.1", serverPort: 0, clientPort: 0 });
  * await using admin = await serveAdmin(relay, { port: 0 });
- * console.log(`status page on ${admin.url}`);
  * console.log(await (await fetch(new URL("/metrics", admin.url))).text());
  * ```
  */
@@ -294,52 +380,65 @@ async function main(): Promise<never> {
   if (Deno.args[0] === "names") return await runNames(Deno.args.slice(1));
   return await runMain(
     RELAY_USAGE,
-    () => parseRelayFlags(Deno.args),
+    () => ({ ...parseRelayFlags(Deno.args) }),
     async (v) => {
-      const options = v as unknown as RelayOptions & {
-        data?: string;
-        admin?: AdminFlags;
-        logLevel: string;
-        logFormat: string;
-      };
-      await setupLogging(options.logLevel, options.logFormat);
+      const { config, flags } = v as unknown as RelayCommandLine;
+      const read = config ? await readConfig(config) : undefined;
+      const file = read?.values ?? {};
+      const running = settle(file, flags);
+      const { options, cli } = relayOptions(running);
+      await setupLogging(cli.logLevel as string, cli.logFormat as string);
       const log = getLogger(["tcp-relay", "relay"]);
       let store: NameStore | undefined;
-      if (options.data) {
-        store = await NameStore.open(options.data);
+      const cluster = clusterFlags(
+        running as Record<string, string | boolean | undefined>,
+        readFlagFile,
+      );
+      if (cli.data) {
+        store = await NameStore.open(cli.data as string);
         options.names = store;
         log.info("Credentials from {path}: {count} owned names", {
           path: store.path,
           count: store.names().length,
         });
       }
-      const signal = stopSignal();
-      // admin server (issue 9): loaded before the relay starts, so that its
-      // metrics see every event from the first connection on
-      const adminModule = options.admin
-        ? await import("./admin/_server.ts")
+      const admin = await adminFromSettings(running);
+      const relay = serveRelay({ ...options, cluster });
+      await using _admin = await admin?.start(relay, store);
+      using _stop = stopOnSignals(
+        relay,
+        () => running["drain-timeout"] as number,
+      );
+      using _config = config
+        ? new ConfigReloader({
+          path: config,
+          flags,
+          file,
+          text: read!.text,
+          running,
+          apply: (changes) => applyLive(relay, changes),
+        }).watch()
         : undefined;
-      const relay = serveRelay({ ...options, signal });
-      let admin: AdminServer | undefined;
-      try {
-        admin = adminModule?.startAdmin(relay, {
-          ...options.admin!,
-          names: store,
-        });
-      } catch (e) {
-        await relay.shutdown();
-        throw e;
-      }
-      if (admin) {
-        log.info("Admin server on {url}", {
-          url: admin.url,
-          token: !!options.admin?.token,
+      if (cluster) {
+        const timer = setTimeout(
+          () =>
+            log.warn(
+              "Cluster's Redis unreachable: refusing every name until it is",
+            ),
+          5_000,
+        );
+        await relay.ready;
+        clearTimeout(timer);
+        log.info("Cluster node {node}: peers on {peer}, Redis {redis}", {
+          node: cluster.node,
+          peer: formatAddr(relay.peerAddr!),
+          redis: redact(cluster.redis),
         });
       }
       using _watch = store?.watch(() =>
         log.info("Credentials reloaded from {path}", { path: store!.path })
       );
-      const hup = () => {
+      const hup = () =>
         store?.reload().then(
           () => log.info("Credentials reloaded"),
           (e) =>
@@ -347,34 +446,19 @@ async function main(): Promise<never> {
               error: String(e),
             }),
         );
-        reloadAdminToken(admin, options.admin?.tokenFile);
-      };
-      const hangUp = !!store || !!options.admin?.tokenFile;
-      if (hangUp) Deno.addSignalListener("SIGHUP", hup);
+      if (store) {
+        Deno.addSignalListener("SIGHUP", hup);
+      }
       log.info("Relay listening: servers on {server}, clients on {client}", {
-        server: `${relay.serverAddr.hostname}:${relay.serverAddr.port}`,
-        client: `${relay.clientAddr.hostname}:${relay.clientAddr.port}`,
+        server: formatAddr(relay.serverAddr),
+        client: formatAddr(relay.clientAddr),
         tls: !!options.tls,
       });
       await relay.finished;
-      await admin?.finished;
-      if (hangUp) Deno.removeSignalListener("SIGHUP", hup);
+      if (store) Deno.removeSignalListener("SIGHUP", hup);
       log.info("Relay stopped");
     },
   );
-}
-
-/** Reads the admin token file again (on SIGHUP) and hands it to `admin`. */
-async function reloadAdminToken(admin?: AdminServer, file?: string) {
-  if (!admin || !file) return;
-  const log = getLogger(["tcp-relay", "admin"]);
-  const { readTokenFile } = await import("./admin/_flags.ts");
-  try {
-    admin.setToken(readTokenFile(file));
-    log.info("Admin token reloaded from {file}", { file });
-  } catch (e) {
-    log.error("Kept the admin token: {error}", { error: (e as Error).message });
-  }
 }
 
 if (import.meta.main) main();

@@ -31,7 +31,7 @@ export interface AdminNames {
 /** At most this many names and pairs in `/api/status` (the page's tables). */
 export const STATUS_ROWS = 200;
 const NO_STORE =
-  "This relay has no credentials store: start it with --data DIR to make and remove owned names";
+  "This relay has no credentials store to write: start it with --data DIR to make and remove owned names (in a cluster: relay.ts names add NAME --cluster URL)";
 
 /** A JSON response. */
 export function json(body: unknown, status = 200, headers = {}): Response {

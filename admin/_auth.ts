@@ -9,13 +9,7 @@
  */
 
 import { createHash, timingSafeEqual } from "node:crypto";
-
-/** Whether `hostname` is a loopback address (or `localhost`). */
-export function isLoopback(hostname: string): boolean {
-  const h = hostname.replace(/^\[(.*)\]$/, "$1").toLowerCase();
-  return h === "localhost" || h === "::1" || /^127(\.\d{1,3}){3}$/.test(h) ||
-    /^::ffff:127(\.\d{1,3}){3}$/.test(h);
-}
+import { isLoopback } from "./_flags.ts";
 
 function digest(text: string): Uint8Array {
   return createHash("sha256").update(text, "utf8").digest();

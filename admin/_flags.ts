@@ -1,36 +1,33 @@
 /**
- * The relay executable's admin flags: `--admin [HOST:]PORT` and
- * `--admin-token-file FILE` (or `TCP_RELAY_ADMIN_TOKEN`), checked as usage
- * errors (exit 2). Kept apart from the settings so that this module loads
- * nothing heavy: the admin server itself is imported only when asked for.
+ * The relay executable's admin server: its settings `--admin [HOST:]PORT`
+ * and `--admin-token-file FILE` (or `TCP_RELAY_ADMIN_TOKEN`), checked as
+ * usage errors (exit 2); starting it beside the relay; and reading the token
+ * again on SIGHUP or when a config reload names another file. This module
+ * loads nothing heavy: the server itself is imported only with `--admin`.
  *
  * @module
  */
 
-import type { ParseArgsConfig } from "node:util";
+import { getLogger } from "@logtape/logtape";
 import { parseHostPort } from "../protocol/_wire.ts";
 import { UsageError } from "../cli/_common.ts";
-import { isLoopback } from "./_auth.ts";
+import type { AdminServer } from "./_server.ts";
+import type { AdminNames } from "./_api.ts";
+import type { Relay } from "../relay.ts";
+
+/** Whether `hostname` is a loopback address (or `localhost`). */
+export function isLoopback(hostname: string): boolean {
+  const h = hostname.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127(\.\d{1,3}){3}$/.test(h) ||
+    /^::ffff:127(\.\d{1,3}){3}$/.test(h);
+}
 
 /** The variable the admin token may come from. */
 export const ADMIN_TOKEN_ENV = "TCP_RELAY_ADMIN_TOKEN";
 
-/** The flags, for `parseArgs`. */
-export const ADMIN_OPTIONS = {
-  admin: { type: "string" },
-  "admin-token-file": { type: "string" },
-} as const satisfies ParseArgsConfig["options"];
+const log = getLogger(["tcp-relay", "admin"]);
 
-/** Their lines in `--help`. */
-export const ADMIN_USAGE =
-  `  --admin [HOST:]PORT         serve /metrics, /healthz, /readyz, a live status
-                              page (/) and the admin API (/api/) on HOST
-                              (default 127.0.0.1); off by default
-  --admin-token-file FILE     the admin token (or ${ADMIN_TOKEN_ENV}): every
-                              admin request but /healthz must carry it as
-                              "Authorization: Bearer TOKEN"; needed off loopback`;
-
-/** What the flags ask for: where the admin server listens, and its token. */
+/** What the settings ask for: where the admin server listens, and its token. */
 export interface AdminFlags {
   hostname: string;
   port: number;
@@ -68,12 +65,21 @@ function tokenFromEnv(): string | undefined {
   return token || undefined;
 }
 
-/** `--admin` and its token from parsed flags; `undefined` without `--admin`. */
+/** The token from `file`, or else from the environment. */
+function token(file: string | undefined): string | undefined {
+  return file !== undefined ? readTokenFile(file) : tokenFromEnv();
+}
+
+/**
+ * `--admin` and its token from the settings in force (by flag); `undefined`
+ * without `--admin`.
+ */
 export function parseAdminFlags(
-  v: { admin?: string; "admin-token-file"?: string },
+  v: Record<string, unknown>,
 ): AdminFlags | undefined {
-  const tokenFile = v["admin-token-file"];
-  if (v.admin === undefined) {
+  const admin = v.admin as string | undefined;
+  const tokenFile = v["admin-token-file"] as string | undefined;
+  if (admin === undefined) {
     if (tokenFile !== undefined) {
       throw new UsageError("--admin-token-file goes with --admin");
     }
@@ -81,24 +87,92 @@ export function parseAdminFlags(
   }
   let where: { hostname: string; port: number };
   try {
-    where = /^\d+$/.test(v.admin)
-      ? { hostname: "127.0.0.1", port: Number(v.admin) }
-      : parseHostPort(v.admin);
+    where = /^\d+$/.test(admin)
+      ? { hostname: "127.0.0.1", port: Number(admin) }
+      : parseHostPort(admin);
   } catch {
     where = { hostname: "", port: NaN };
   }
   if (!(where.port >= 0 && where.port <= 65535)) {
     throw new UsageError(
-      `--admin takes [HOST:]PORT (a port from 0 to 65535), not "${v.admin}"`,
+      `--admin takes [HOST:]PORT (a port from 0 to 65535), not "${admin}"`,
     );
   }
-  const token = tokenFile !== undefined
-    ? readTokenFile(tokenFile)
-    : tokenFromEnv();
-  if (!token && !isLoopback(where.hostname)) {
+  const t = token(tokenFile);
+  if (!t && !isLoopback(where.hostname)) {
     throw new UsageError(
-      `--admin ${v.admin}: ${where.hostname} is not a loopback address, so the admin server needs a token (--admin-token-file FILE or ${ADMIN_TOKEN_ENV})`,
+      `--admin ${admin}: ${where.hostname} is not a loopback address, so the admin server needs a token (--admin-token-file FILE or ${ADMIN_TOKEN_ENV})`,
     );
   }
-  return { ...where, token, tokenFile };
+  return { ...where, token: t, tokenFile };
+}
+
+/** The executable's admin server, and where its token is read from. */
+let running: { admin: AdminServer; file?: string } | undefined;
+
+/** Reads the token again (its file, or the environment) and hands it over. */
+function reread(why: string): void {
+  if (!running) return;
+  try {
+    running.admin.setToken(token(running.file));
+    log.info(`Admin token read again (${why}) from {source}`, {
+      source: running.file ?? ADMIN_TOKEN_ENV,
+    });
+  } catch (e) {
+    log.error("Kept the admin token: {error}", { error: (e as Error).message });
+  }
+}
+
+/**
+ * The applier of a config reload that changes `admin-token-file`
+ * (`CLI_LIVE`): the token is read from the new file (or, without one, from
+ * the environment).
+ */
+export function applyTokenFile(file: unknown): void {
+  if (!running) return;
+  running.file = file === undefined ? undefined : String(file);
+  reread("config reloaded");
+}
+
+/**
+ * Prepares the admin server the settings `v` ask for (the flags checked,
+ * the server's module loaded), or `undefined` without `--admin`. Call it
+ * before `serveRelay`, then `start` right after it, so that the metrics see
+ * every event from the first connection on.
+ */
+export async function adminFromSettings(v: Record<string, unknown>): Promise<
+  | {
+    start(relay: Relay, names?: AdminNames): Promise<AsyncDisposable>;
+  }
+  | undefined
+> {
+  const flags = parseAdminFlags(v);
+  if (!flags) return undefined;
+  const { startAdmin } = await import("./_server.ts");
+  return {
+    async start(relay, names) {
+      let admin: AdminServer;
+      try {
+        admin = startAdmin(relay, { ...flags, names });
+      } catch (e) {
+        await relay.shutdown();
+        throw e;
+      }
+      log.info("Admin server on {url}", {
+        url: admin.url,
+        token: !!flags.token,
+      });
+      running = { admin, file: flags.tokenFile };
+      // the file's text may have changed (its name, only by a config reload)
+      const hup = () => running?.file !== undefined && reread("SIGHUP");
+      Deno.addSignalListener("SIGHUP", hup);
+      return {
+        async [Symbol.asyncDispose]() {
+          Deno.removeSignalListener("SIGHUP", hup);
+          running = undefined;
+          await admin.shutdown();
+        },
+      };
+    },
+  };
 }

@@ -8,7 +8,8 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { Relay } from "../relay.ts";
-import { crossSite, isLoopback, TokenCheck } from "./_auth.ts";
+import { crossSite, TokenCheck } from "./_auth.ts";
+import { isLoopback } from "./_flags.ts";
 import {
   addName,
   type AdminNames,

@@ -1,121 +1,169 @@
 /**
- * The relay executable's command line: its flags, and the `names`
+ * The relay executable's command line, built from the table of settings
+ * (`engine/_settings.ts`): its flags and `--help`, values in the user's units
+ * (seconds, file names) checked with errors that name the flag, the relay's
+ * options from them, stopping on signals with a drain; and the `names`
  * subcommand that manages the credentials store.
  *
  * @module
  */
 
-import { parseArgs } from "node:util";
+import type { ParseArgsConfig } from "node:util";
+import { getLogger } from "@logtape/logtape";
 import {
-  DEFAULT_CLIENT_PORT,
-  DEFAULT_DRAIN_TIMEOUT,
-  DEFAULT_HANDSHAKE_TIMEOUT,
-  DEFAULT_HEARTBEAT,
-  DEFAULT_SERVER_PORT,
-  DEFAULT_WAIT,
-} from "../protocol/_wire.ts";
-import { DEFAULT_LIMITS } from "../engine/_guard.ts";
-import {
-  COMMON_OPTIONS,
-  integer,
-  parseFlags,
-  runMain,
-  seconds,
-  UsageError,
-} from "./_common.ts";
-import { NameStore } from "../engine/_store.ts";
-// --- admin server (issue 9): its two flags live in admin/_flags.ts ---
-import {
-  ADMIN_OPTIONS,
-  ADMIN_USAGE,
-  parseAdminFlags,
-} from "../admin/_flags.ts";
+  type Setting,
+  SETTINGS,
+  type SettingValue,
+} from "../engine/_settings.ts";
+import { conflict, expects, problem, setPath } from "../engine/_options.ts";
+import { COMMON_OPTIONS, parseFlags, UsageError } from "./_common.ts";
+import type { Relay, RelayOptions } from "../relay.ts";
 
-/** The relay's `--help`. */
-export const RELAY_USAGE =
-  `tcp-relay: pairs servers behind NAT with their clients
+/** Settings by flag name, in the user's units (seconds, file names). */
+export type UserValues = Record<string, SettingValue | undefined>;
 
-Usage: deno run -A jsr:@x/tcp-relay/relay [options]
-       deno run -A jsr:@x/tcp-relay/relay names (add NAME [--private] | remove NAME | list) --data DIR
+const WIDTH = 80, INDENT = 30;
 
-Options:
-  --host HOST                 address to listen on (default 0.0.0.0)
-  --server-port PORT          port for servers (default ${DEFAULT_SERVER_PORT})
-  --client-port PORT          port for clients (default ${DEFAULT_CLIENT_PORT})
-  --wait SECONDS              how long a client waits for a server of a reserved
-                              name before OFFLINE (default ${
-    DEFAULT_WAIT / 1000
-  })
-  --handshake-timeout SECONDS time allowed for a handshake (default ${
-    DEFAULT_HANDSHAKE_TIMEOUT / 1000
-  })
-  --drain-timeout SECONDS     on SIGINT/SIGTERM, time active pairs get to finish
-                              (default ${DEFAULT_DRAIN_TIMEOUT / 1000})
-  --heartbeat SECONDS         how often parked v2 connections are probed
-                              (default ${DEFAULT_HEARTBEAT / 1000})
-  --data DIR                  credentials store of owned names (names.json);
-                              reloaded on change and on SIGHUP
-  --open-registration         the first v2 RESERVE of a free name owns it
-  --tls-cert FILE             serve both ports over TLS with this certificate
-  --tls-key FILE              ... and this private key (PEM)
-  --max-connections N         open connections in all (default ${DEFAULT_LIMITS.maxConnections})
-  --max-per-ip N              unpaired connections per source IP (default ${DEFAULT_LIMITS.maxPerIp})
-  --max-parked-per-name N     parked connections per name (default ${DEFAULT_LIMITS.maxParkedPerName})
-  --max-failed-proofs N       failed proofs per source IP per minute (default ${DEFAULT_LIMITS.maxFailedProofs})
-  --max-names N               names reserved at once that nobody owns
-                              (default ${DEFAULT_LIMITS.maxNames})
-  --limit-loopback            hold loopback peers to the per-IP and per-name
-                              limits too (by default only to --max-connections)
-  --data-path loop|streams    how bytes are copied: read/write loops (default)
-                              or pipeTo over Web Streams (for benchmarks)
-  --no-reclaim                keep memory after busy spells (by default a
-                              quiet relay gives it back to the system)
-${ADMIN_USAGE}
-  --log-level LEVEL           trace, debug, info, warning, error (default info)
-  --log-format FORMAT         text or json (default text)
-  -h, --help                  show this help
-  -V, --version               show the version`;
+/** `left` and `text` as `--help` lines: `text` wrapped in its column. */
+function helpLines(left: string, text: string): string {
+  const lines: string[] = [];
+  let current = left.length + 1 > INDENT ? left : left.padEnd(INDENT);
+  if (current === left) {
+    lines.push(left);
+    current = " ".repeat(INDENT);
+  }
+  let empty = true;
+  for (const word of text.split(" ")) {
+    if (!empty && current.length + 1 + word.length > WIDTH) {
+      lines.push(current);
+      current = " ".repeat(INDENT);
+      empty = true;
+    }
+    current += (empty ? "" : " ") + word;
+    empty = false;
+  }
+  lines.push(current);
+  return lines.join("\n");
+}
 
-const OPTIONS = {
+/** `value` of `s` in the library's unit, in the user's. */
+function toUser(s: Setting, value: SettingValue): SettingValue {
+  return s.type === "seconds" ? (value as number) / 1000 : value;
+}
+
+/** `value` of `s` in the user's unit, in the library's (ms for seconds). */
+export function toLibrary(s: Setting, value: SettingValue): SettingValue {
+  return s.type === "seconds"
+    ? Math.round((value as number) * 1e6) / 1e3
+    : value;
+}
+
+/** The executable's default of every setting, in the user's units. */
+export function defaults(): UserValues {
+  const out: UserValues = {};
+  for (const s of SETTINGS) {
+    const v = s.cliDefault ?? s.default;
+    out[s.flag] = v === undefined ? undefined : toUser(s, v);
+  }
+  return out;
+}
+
+/** A value for messages: strings as is, nothing as "(none)". */
+export function shown(value: unknown): string {
+  if (value === undefined) return "(none)";
+  if (Array.isArray(value)) return "an array";
+  if (value instanceof Date) return value.toISOString();
+  if (typeof value === "object" && value !== null) return "a table";
+  return String(value);
+}
+
+function valid(s: Setting, value: unknown): boolean {
+  return problem(s, typeof value === "number" ? toLibrary(s, value) : value) ===
+    undefined;
+}
+
+/**
+ * `value` of `s` from a config file (a TOML value), or a UsageError that
+ * starts with `where` ("relay.toml:3").
+ */
+export function fromConfig(
+  s: Setting,
+  value: unknown,
+  where: string,
+): SettingValue {
+  if (valid(s, value)) return value as SettingValue;
+  const v = typeof value === "string" ? JSON.stringify(value) : shown(value);
+  throw new UsageError(
+    `${where}: ${s.flag} takes ${expects(s, "user")}, not ${v}`,
+  );
+}
+
+/** `raw` text (or a boolean) of `s` from its flag, or a UsageError naming the flag. */
+function fromFlag(s: Setting, raw: string | boolean): SettingValue {
+  const numeric = s.type === "whole" || s.type === "seconds";
+  const value = numeric && typeof raw === "string"
+    ? (raw.trim() === "" ? NaN : Number(raw))
+    : raw;
+  if (valid(s, value)) return value;
+  throw new UsageError(
+    `--${s.flag} takes ${expects(s, "user")}, not ${JSON.stringify(raw)}`,
+  );
+}
+
+const FLAGS = {
   ...COMMON_OPTIONS,
-  host: { type: "string", default: "0.0.0.0" },
-  "server-port": { type: "string", default: String(DEFAULT_SERVER_PORT) },
-  "client-port": { type: "string", default: String(DEFAULT_CLIENT_PORT) },
-  wait: { type: "string", default: String(DEFAULT_WAIT / 1000) },
-  "handshake-timeout": {
-    type: "string",
-    default: String(DEFAULT_HANDSHAKE_TIMEOUT / 1000),
-  },
-  "drain-timeout": {
-    type: "string",
-    default: String(DEFAULT_DRAIN_TIMEOUT / 1000),
-  },
-  heartbeat: { type: "string", default: String(DEFAULT_HEARTBEAT / 1000) },
-  data: { type: "string" },
-  "open-registration": { type: "boolean", default: false },
-  "tls-cert": { type: "string" },
-  "tls-key": { type: "string" },
-  "max-connections": {
-    type: "string",
-    default: String(DEFAULT_LIMITS.maxConnections),
-  },
-  "max-per-ip": { type: "string", default: String(DEFAULT_LIMITS.maxPerIp) },
-  "max-parked-per-name": {
-    type: "string",
-    default: String(DEFAULT_LIMITS.maxParkedPerName),
-  },
-  "max-failed-proofs": {
-    type: "string",
-    default: String(DEFAULT_LIMITS.maxFailedProofs),
-  },
-  "max-names": { type: "string", default: String(DEFAULT_LIMITS.maxNames) },
-  "limit-loopback": { type: "boolean", default: false },
-  "data-path": { type: "string", default: "loop" },
-  reclaim: { type: "boolean", default: true },
-  ...ADMIN_OPTIONS, // admin server (issue 9)
-} as const;
+  config: { type: "string" },
+  ...Object.fromEntries(
+    SETTINGS.map((s) => [s.flag, {
+      type: s.type === "boolean" ? "boolean" : "string",
+    }]),
+  ),
+} as NonNullable<ParseArgsConfig["options"]>;
 
-function readFlagFile(flag: string, path: string): string {
+/** What the relay's command line says. */
+export interface RelayCommandLine {
+  help?: boolean;
+  version?: boolean;
+  /** `--config FILE`. */
+  config?: string;
+  /** The settings given as flags (and only those), by flag, checked. */
+  flags: UserValues;
+}
+
+/** The relay's command line, checked: a UsageError names the flag. */
+export function parseRelayFlags(args: string[]): RelayCommandLine {
+  const v = parseFlags(args, FLAGS) as Record<
+    string,
+    string | boolean | undefined
+  >;
+  const flags: UserValues = {};
+  if (v.help || v.version) {
+    return { help: !!v.help, version: !!v.version, flags };
+  }
+  for (const s of SETTINGS) {
+    const raw = v[s.flag];
+    if (raw !== undefined) flags[s.flag] = fromFlag(s, raw);
+  }
+  if (v.config === "") throw new UsageError("--config takes a file name");
+  return { config: v.config as string | undefined, flags };
+}
+
+/**
+ * The settings in force: the defaults, then the config file's, then the
+ * flags'; a UsageError if they do not go together.
+ */
+export function settle(file: UserValues, flags: UserValues): UserValues {
+  const values = { ...defaults() };
+  for (const [flag, v] of [...Object.entries(file), ...Object.entries(flags)]) {
+    if (v !== undefined) values[flag] = v;
+  }
+  const bad = conflict((flag) => values[flag], (s) => `--${s.flag}`);
+  if (bad) throw new UsageError(bad.message);
+  return values;
+}
+
+/** The text of the file a flag names; a UsageError if it cannot be read. */
+export function readFlagFile(flag: string, path: string): string {
   try {
     return Deno.readTextFileSync(path);
   } catch (e) {
@@ -125,116 +173,97 @@ function readFlagFile(flag: string, path: string): string {
   }
 }
 
-/** The relay's flags as `serveRelay` options, plus `data`, `admin`, `logLevel`, `logFormat`, `help`, `version`. */
-export function parseRelayFlags(args: string[]): Record<string, unknown> {
-  const v = parseFlags(args, OPTIONS);
-  if (v.help || v.version) return v;
-  if (!!v["tls-cert"] !== !!v["tls-key"]) {
-    throw new UsageError("--tls-cert and --tls-key go together");
+/**
+ * `serveRelay`'s options from the settings in force (files read), and the
+ * executable's own settings by key (`data`, `logLevel`, `logFormat`).
+ */
+export function relayOptions(
+  values: UserValues,
+): { options: RelayOptions; cli: Record<string, SettingValue | undefined> } {
+  const options: Record<string, unknown> = {};
+  const cli: Record<string, SettingValue | undefined> = {};
+  for (const s of SETTINGS) {
+    const v = values[s.flag];
+    if (v === undefined) continue;
+    if (!s.library) cli[s.key] = v;
+    else if (s.type === "file") {
+      setPath(options, s.key, readFlagFile(s.flag, v as string));
+    } else setPath(options, s.key, toLibrary(s, v));
   }
-  if (v["data-path"] !== "loop" && v["data-path"] !== "streams") {
-    throw new UsageError(
-      `--data-path takes loop or streams, not "${v["data-path"]}"`,
-    );
-  }
-  const n = (flag: keyof typeof OPTIONS, min: number, max: number) =>
-    integer(flag, v[flag] as string, min, max);
-  return {
-    hostname: v.host,
-    serverPort: n("server-port", 0, 65535),
-    clientPort: n("client-port", 0, 65535),
-    wait: seconds("wait", v.wait),
-    handshakeTimeout: seconds("handshake-timeout", v["handshake-timeout"]),
-    drainTimeout: seconds("drain-timeout", v["drain-timeout"]),
-    heartbeat: Math.max(1, seconds("heartbeat", v.heartbeat)),
-    data: v.data,
-    openRegistration: v["open-registration"],
-    tls: v["tls-cert"]
-      ? {
-        cert: readFlagFile("tls-cert", v["tls-cert"]),
-        key: readFlagFile("tls-key", v["tls-key"]!),
-      }
-      : undefined,
-    limits: {
-      maxConnections: n("max-connections", 1, 1e7),
-      maxPerIp: n("max-per-ip", 1, 1e7),
-      maxParkedPerName: n("max-parked-per-name", 1, 1e7),
-      maxFailedProofs: n("max-failed-proofs", 1, 1e7),
-      maxNames: n("max-names", 1, 1e9),
-      limitLoopback: v["limit-loopback"],
-    },
-    dataPath: v["data-path"],
-    reclaimMemory: v.reclaim,
-    admin: parseAdminFlags(v), // admin server (issue 9)
-    logLevel: v["log-level"],
-    logFormat: v["log-format"],
-  };
+  return { options: options as RelayOptions, cli };
 }
 
-const NAMES_USAGE =
-  `Usage: deno run -A jsr:@x/tcp-relay/relay names add NAME [--private] [--replace] --data DIR
-       deno run -A jsr:@x/tcp-relay/relay names remove NAME --data DIR
-       deno run -A jsr:@x/tcp-relay/relay names list --data DIR
+function defaultText(s: Setting): string {
+  const d = s.cliDefault ?? s.default;
+  const parts = [];
+  if (s.defaultText) parts.push(`default: ${s.defaultText}`);
+  else if (s.type === "boolean") parts.push(d ? "default on" : "");
+  else if (d !== undefined) parts.push(`default ${toUser(s, d)}`);
+  if (s.live) parts.push("live");
+  const text = parts.filter(Boolean).join("; ");
+  return text ? ` (${text})` : "";
+}
 
-add prints the owner's secret (give it to the server: --secret) and, with
---private, the clients' key (give it to the clients: --key). A running relay
-with the same --data picks the change up at once.`;
+/** The relay's `--help`, from the table of settings. */
+export const RELAY_USAGE = [
+  `tcp-relay: pairs servers behind NAT with their clients
 
-/** `relay.ts names ...`: manages the credentials store. */
-export function runNames(args: string[]): Promise<never> {
-  return runMain(NAMES_USAGE, () => {
-    const { values, positionals } = (() => {
-      try {
-        return parseArgs({
-          args,
-          allowPositionals: true,
-          options: {
-            data: { type: "string" },
-            private: { type: "boolean", default: false },
-            replace: { type: "boolean", default: false },
-            help: { type: "boolean", short: "h", default: false },
-            version: { type: "boolean", short: "V", default: false },
-          },
-        });
-      } catch (e) {
-        throw new UsageError((e as Error).message.replace(/\.$/, ""));
-      }
-    })();
-    return { ...values, positionals };
-  }, async (v) => {
-    const [action, name, ...extra] = v.positionals as string[];
-    if (!v.data) throw new UsageError("--data DIR is required");
-    const wantsName = action === "add" || action === "remove";
-    if (
-      !["add", "remove", "list"].includes(action) || wantsName !== !!name ||
-      extra.length
-    ) {
-      throw new UsageError(`expected add NAME, remove NAME or list`);
+Usage: deno run -A jsr:@x/tcp-relay/relay [options]
+       deno run -A jsr:@x/tcp-relay/relay names (add NAME [--private] | remove NAME | list) --data DIR
+
+Options:`,
+  helpLines(
+    "  --config FILE",
+    "settings from a TOML file: each setting below is a key of the flag's " +
+      "name (max-per-ip = 10); a flag given here wins over the file. " +
+      "Reloaded on SIGHUP and when the file changes",
+  ),
+  ...SETTINGS.map((s) => {
+    const name = s.type === "boolean"
+      ? `${(s.cliDefault ?? s.default) ? "--[no-]" : "--"}${s.flag}`
+      : `--${s.flag} ${s.arg ?? "VALUE"}`;
+    return helpLines(`  ${name}`, s.help + defaultText(s));
+  }),
+  helpLines("  -h, --help", "show this help"),
+  helpLines("  -V, --version", "show the version"),
+  `
+Settings marked "live" change while the relay runs, without dropping a pair,
+when the --config file is reloaded; the others need a restart.`,
+].join("\n");
+
+/**
+ * Shuts `relay` down on SIGINT or SIGTERM, letting active pairs drain for
+ * `drainSeconds()` (and saying so); a second signal stops the process at
+ * once (exit 130). Disposing of it removes the signal listeners.
+ */
+export function stopOnSignals(
+  relay: Relay,
+  drainSeconds: () => number,
+): Disposable {
+  const log = getLogger(["tcp-relay", "relay"]);
+  let stopping = false;
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  const stop = () => {
+    const count = relay.stats().activePairs;
+    if (stopping) {
+      log.warn("Stopping now: {count} pairs cut", { count });
+      Deno.exit(130);
     }
-    const store = await NameStore.open(v.data as string);
-    if (action === "list") {
-      for (const n of store.names()) {
-        console.log(`${n}${store.get(n)?.clientKey ? " (private)" : ""}`);
-      }
-      return 0;
+    stopping = true;
+    if (count > 0) {
+      log.info(
+        `Draining {count} ${
+          count === 1 ? "pair" : "pairs"
+        } for up to {seconds} s; Ctrl-C again to stop now`,
+        { count, seconds: drainSeconds() },
+      );
     }
-    if (action === "remove") {
-      if (await store.remove(name)) return 0;
-      console.error(`error: no name ${name} in ${store.path}`);
-      return 1;
-    }
-    let record;
-    try {
-      record = await store.add(name, {
-        private: !!v.private,
-        replace: !!v.replace,
-      });
-    } catch (e) {
-      if (e instanceof RangeError) throw new UsageError(e.message);
-      throw e;
-    }
-    console.log(`name:   ${name}\nsecret: ${record.secret}`);
-    if (record.clientKey) console.log(`key:    ${record.clientKey}`);
-    return 0;
-  });
+    relay.shutdown();
+  };
+  for (const s of signals) Deno.addSignalListener(s, stop);
+  return {
+    [Symbol.dispose]() {
+      for (const s of signals) Deno.removeSignalListener(s, stop);
+    },
+  };
 }

@@ -3,7 +3,10 @@
  * small buffer of its own while the peer is quiet and into large pooled
  * buffers while data streams, can watch a waiting connection (a parked
  * server, a waiting client) to learn at once that it died, and hands what it
- * read meanwhile to the data phase in order (`_pipe.ts`).
+ * read meanwhile to the data phase in order (`_pipe.ts`). What a watch keeps
+ * is copied out of the pooled buffers, so that a connection given up while
+ * it waits holds none: every pooled buffer goes back once its chunk is
+ * written, or its read or write failed.
  *
  * @module
  */
@@ -21,27 +24,34 @@ const POOL_BUDGET = 256;
 /** Large buffers kept in the pool while unused. */
 const POOL_KEEP = 16;
 const pool: Uint8Array[] = [];
-let largeAlive = 0;
+/** The large buffers taken and not given back. */
+const taken = new Set<ArrayBufferLike>();
 
 /** Large buffers taken and not given back (read into, or being written). */
 export function largeBuffersInUse(): number {
-  return largeAlive - pool.length;
+  return taken.size;
 }
 
 /** A pooled large buffer (or a medium one once the budget is spent). */
 export function takeLarge(): Uint8Array {
-  const buf = pool.pop();
-  if (buf) return buf;
-  if (largeAlive >= POOL_BUDGET) return new Uint8Array(MEDIUM_BUFFER);
-  largeAlive++;
-  return new Uint8Array(LARGE_BUFFER);
+  let buf = pool.pop();
+  if (!buf) {
+    if (taken.size >= POOL_BUDGET) return new Uint8Array(MEDIUM_BUFFER);
+    buf = new Uint8Array(LARGE_BUFFER);
+  }
+  taken.add(buf.buffer);
+  return buf;
 }
 
-/** Returns the buffer under `chunk` to the pool if it is a large one. */
+/**
+ * Returns the buffer under `chunk` to the pool if it is a large one taken
+ * with {@linkcode takeLarge}; a chunk of any other buffer, or of one given
+ * back already, is left alone. Each taken buffer is given back once: after
+ * that it may be someone else's.
+ */
 export function giveBack(chunk: Uint8Array): void {
-  if (chunk.buffer.byteLength !== LARGE_BUFFER) return;
+  if (!taken.delete(chunk.buffer)) return;
   if (pool.length < POOL_KEEP) pool.push(new Uint8Array(chunk.buffer));
-  else largeAlive--;
 }
 
 /** A chunk read, or `null` at the end of the stream. */
@@ -81,6 +91,8 @@ export class Source {
   #watch: Watch | null = null;
   #small: Uint8Array | null = null;
   #large = false;
+  /** The end of the stream is in the queue: nothing more to read. */
+  #ended = false;
 
   /** `prefix`: bytes already read past the handshake. */
   constructor(conn: Pick<ByteStream, "read">, prefix?: Uint8Array) {
@@ -88,12 +100,19 @@ export class Source {
     if (prefix?.length) this.#queue.push(prefix);
   }
 
-  #readConn(): Promise<Chunk> {
+  /**
+   * Reads a chunk; with `copy` (a watch's read, whose chunk waits in the
+   * queue) a read into a pooled buffer is copied out and the buffer given
+   * back at once, so that no waiting connection holds one.
+   */
+  #readConn(copy = false): Promise<Chunk> {
     if (this.#large) {
       const buf = takeLarge();
       return this.conn.read(buf).then((n) => {
         this.#large = n === buf.length; // a short read: the data paused
-        if (n !== null && n >= SMALL_BUFFER) return buf.subarray(0, n);
+        if (n !== null && n >= SMALL_BUFFER && !copy) {
+          return buf.subarray(0, n);
+        }
         const chunk = n === null ? null : buf.slice(0, n);
         giveBack(buf);
         return chunk;
@@ -115,7 +134,8 @@ export class Source {
    * when `endIsDeath` (a parked server that closes is gone; a client that
    * half-closes after its request is not). `intercept` may take a chunk
    * (protocol lines while parked) instead of keeping it. Stops reading after
-   * `cap` bytes kept.
+   * `cap` bytes kept. Watching again replaces the watch; a read under way
+   * goes on under the new one (a second read would take bytes from it).
    */
   watch(
     onEnd: () => void,
@@ -124,14 +144,23 @@ export class Source {
     cap = 64 * 1024,
   ): void {
     this.#watch = { onEnd, endIsDeath, intercept, cap };
-    this.#step();
+    if (!this.#inflight) this.#step();
+  }
+
+  /** Stops any watch and drops what it kept: the connection is given up. */
+  stop(): void {
+    this.#watch = null;
+    this.#inflight = null;
+    this.#queue = [];
+    this.#queued = 0;
   }
 
   // The callbacks hold only `this` and the read: once the data phase takes
   // over, an idle pair's pending read keeps nothing of the watch alive.
   #step(): void {
-    if (!this.#watch || this.#queued >= this.#watch.cap) return;
-    const p = this.#readConn();
+    const w = this.#watch;
+    if (!w || this.#ended || this.#queued >= w.cap) return;
+    const p = this.#readConn(true);
     this.#inflight = p;
     p.then((chunk) => this.#watched(p, chunk), () => {
       if (this.#inflight === p) this.#watch?.onEnd();
@@ -145,7 +174,7 @@ export class Source {
     if (chunk === null && w.endIsDeath) return w.onEnd();
     if (chunk && w.intercept?.(chunk)) return this.#step();
     this.#queue.push(chunk);
-    if (chunk === null) return;
+    if (chunk === null) return void (this.#ended = true);
     this.#queued += chunk.length;
     this.#step();
   }
@@ -180,13 +209,17 @@ export class Source {
    * handed out is added to `out` (see `pipeStream` in `_pipe.ts`).
    */
   readable(out?: Set<Uint8Array>): ReadableStream<Uint8Array> {
+    let cancelled = false;
     return new ReadableStream<Uint8Array>({
       pull: async (controller) => {
         const chunk = await this.read();
+        // a read that lands after the pipe stopped: nobody will write it
+        if (cancelled) return void (chunk && giveBack(chunk));
         if (chunk === null) return controller.close();
         out?.add(chunk);
         controller.enqueue(chunk);
       },
+      cancel: () => void (cancelled = true),
     }, { highWaterMark: 0 });
   }
 }

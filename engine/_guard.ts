@@ -27,8 +27,16 @@ export interface Limits {
   maxParkedPerName: number;
   /** Failed proofs per source IP per minute before it is refused. Default `10`. */
   maxFailedProofs: number;
-  /** Names reserved at once that nobody owns (each costs memory). Default `100000`. */
+  /**
+   * Names reserved at once that nobody owns (each costs memory); with open
+   * registration, owned names count too. Default `100000`.
+   */
   maxNames: number;
+  /**
+   * Names one source IP may register per hour by open registration (v2
+   * `RESERVE` of a free name). Default `10`.
+   */
+  maxRegistrationsPerIp: number;
   /** Hold loopback peers to the per-IP and per-name limits too. Default `false`. */
   limitLoopback: boolean;
 }
@@ -64,10 +72,12 @@ export const DEFAULT_LIMITS: Limits = {
   maxParkedPerName: 64,
   maxFailedProofs: 10,
   maxNames: 100_000,
+  maxRegistrationsPerIp: 10,
   limitLoopback: false,
 };
 
 const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
 
 /** Counts what the limits bound. */
 export class Guard {
@@ -75,8 +85,17 @@ export class Guard {
   #held = new Map<object, string>();
   #perIp = new Map<string, number>();
   #failed = new Map<string, { count: number; since: number }>();
+  #registrations = new Map<string, { count: number; since: number }>();
 
   constructor(limits: Limits) {
+    this.#limits = limits;
+  }
+
+  /**
+   * Replaces the limits, live: they hold for what comes next (a connection
+   * already admitted stays, even over a lowered limit).
+   */
+  setLimits(limits: Limits): void {
     this.#limits = limits;
   }
 
@@ -187,7 +206,26 @@ export class Guard {
     } else f.count++;
   }
 
-  /** The limit of names reserved at once that nobody owns. */
+  /** Whether `ip` may register another name this hour (open registration). */
+  mayRegister(ip: string): boolean {
+    if (!this.#limited(ip)) return true;
+    const r = this.#registrations.get(ip);
+    if (!r || Date.now() - r.since > HOUR) return true;
+    return r.count < this.#limits.maxRegistrationsPerIp;
+  }
+
+  /** Counts a name registered by `ip`. */
+  registered(ip: string): void {
+    const now = Date.now(), map = this.#registrations;
+    if (map.size > 4096) {
+      for (const [k, r] of map) if (now - r.since > HOUR) map.delete(k);
+    }
+    const r = map.get(ip);
+    if (!r || now - r.since > HOUR) map.set(ip, { count: 1, since: now });
+    else r.count++;
+  }
+
+  /** The limit of names held at once (see {@linkcode Limits.maxNames}). */
   get maxNames(): number {
     return this.#limits.maxNames;
   }

@@ -1,7 +1,8 @@
 /**
  * The relay's side of both handshakes, v1 (the seed's) and v2 (ours), up to
- * the request: what is asked for, under which name, with which proof. What
- * the relay then decides lives in `_rendezvous.ts`.
+ * the request (what is asked for, under which name, with which proof) and
+ * under a deadline; its last words to a peer it refuses, at admission too.
+ * What the relay decides lives in `_rendezvous.ts`.
  *
  * v2 is negotiated by the peer: its first line is `HELLO 2`, which a v1
  * relay answers with `UNKNOWN COMMAND` (server port) or `NOEXIST` (client
@@ -19,6 +20,7 @@ import {
   line,
   LineReader,
   nameProblem,
+  type RefusalCode,
   Word,
   writeAll,
 } from "../protocol/_wire.ts";
@@ -66,6 +68,82 @@ export interface HandshakeState {
 }
 
 const COMMANDS = new Set<string>([Word.RESERVE, Word.RELEASE, Word.CONNECT]);
+
+/** A connection as the relay closes it: a stream, maybe TLS. */
+type Closable = ByteStream & { close(): void };
+
+/** Closes `conn`, which may be closed already. */
+export function closeQuietly(conn: { close(): void }): void {
+  try {
+    conn.close();
+  } catch {
+    // closed already
+  }
+}
+
+/** How {@linkcode underDeadline} tells the relay how a handshake ended. */
+export interface HandshakeEnd {
+  /** The handshake is refused: why, the line to answer, the name asked for. */
+  refuse(
+    reason: string,
+    reply?: string,
+    name?: string,
+    code?: RefusalCode,
+  ): void;
+  /** The peer ended the handshake (`STOP`, or closed): close it. */
+  drop(): void;
+}
+
+/**
+ * Runs a handshake (`read`, after TLS's own) on `conn` under a deadline of
+ * `ms`: the request, or `undefined` if it was refused or ended (told to
+ * `end`). At the deadline the peer hears `timeoutReply` (none if its TLS
+ * handshake never finished).
+ */
+export async function underDeadline<T>(
+  conn: Closable,
+  ms: number,
+  timeoutReply: (v2: boolean) => string,
+  read: (state: HandshakeState) => Promise<T | null>,
+  end: HandshakeEnd,
+): Promise<T | undefined> {
+  const state: HandshakeState = { v2: false };
+  let timedOut = false, tlsPending = "handshake" in conn;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    // no line for a peer that never finished its TLS handshake
+    const reply = tlsPending ? undefined : timeoutReply(state.v2);
+    end.refuse("handshake timed out", reply, undefined, "TIMEOUT");
+  }, ms);
+  try {
+    if (tlsPending) {
+      await (conn as unknown as Deno.TlsConn).handshake();
+      tlsPending = false;
+    }
+    const request = await read(state);
+    if (timedOut) return; // refused at the deadline as the request came
+    if (request === null) end.drop();
+    return request ?? undefined;
+  } catch (e) {
+    if (timedOut) return;
+    if (e instanceof Refusal) end.refuse(e.message, e.reply, e.subject);
+    else end.refuse((e as Error).message);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Sends a last line and closes; a peer that does not take even that within
+ * a second (a full window, a TLS handshake never made) is closed anyway.
+ */
+export function answerAndClose(conn: Closable, text: string): void {
+  const timer = setTimeout(() => closeQuietly(conn), 1000);
+  writeAll(conn, line(text)).catch(() => {}).finally(() => {
+    clearTimeout(timer);
+    closeQuietly(conn);
+  });
+}
 
 /** Reads a line; a too long one is refused with an ERROR line. */
 async function readLine(reader: LineReader): Promise<string | null> {
@@ -172,4 +250,68 @@ export async function readClientRequest(
     v2: got.v2,
     rest: reader.rest(),
   };
+}
+
+/**
+ * Turns down a connection at admission (a limit) in words its peer's
+ * version knows, although the relay does not know the version yet: greets
+ * it (`greeting`, `SERVER` or `CLIENT`) and reads its first line; a v2 peer
+ * (`HELLO 2`) hears `HELLO 2 <nonce>` and `reply` (an `ERROR` line), a v1
+ * client `NOEXIST`, a v1 server nothing. Then it closes, within `ms` in all.
+ * Never rejects.
+ */
+export async function turnDown(
+  conn: Closable,
+  greeting: string,
+  reply: string,
+  ms: number,
+): Promise<void> {
+  const close = () => closeQuietly(conn);
+  const timer = setTimeout(close, ms);
+  try {
+    if ("handshake" in conn) await (conn as Deno.TlsConn).handshake();
+    await writeAll(conn, line(greeting));
+    const first = await new LineReader(conn).readLine().catch(() => "");
+    if (first === null) return;
+    const answer = first.toUpperCase() === HELLO_V2
+      ? `${HELLO_V2} ${newNonce()}\n${reply}`
+      : greeting === Word.CLIENT
+      ? Word.NOEXIST
+      : undefined;
+    if (answer) await writeAll(conn, line(answer));
+  } catch {
+    // gone already
+  } finally {
+    clearTimeout(timer);
+    close();
+  }
+}
+
+/**
+ * The connections being turned down at admission ({@linkcode turnDown}, a
+ * second each at most), a few at a time: past that, or once closed, a
+ * connection is closed at once.
+ */
+export class TurnDowns {
+  #ends = new Map<Closable, Promise<void>>();
+  #closed = false;
+
+  /** How many are being turned down. */
+  get size(): number {
+    return this.#ends.size;
+  }
+
+  /** Turns `conn` down, greeted with `greeting`; a v2 peer hears `reply`. */
+  add(conn: Closable, greeting: string, reply: string): void {
+    if (this.#closed || this.#ends.size >= 64) return closeQuietly(conn);
+    const end = turnDown(conn, greeting, reply, 1000);
+    this.#ends.set(conn, end.finally(() => this.#ends.delete(conn)));
+  }
+
+  /** Closes them all; resolves once each is done. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const conn of this.#ends.keys()) closeQuietly(conn);
+    await Promise.all(this.#ends.values());
+  }
 }

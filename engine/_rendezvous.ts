@@ -11,12 +11,15 @@ import { getLogger } from "@logtape/logtape";
 import { acceptAll } from "../datapath/_accept.ts";
 import { Guard, type Limits } from "./_guard.ts";
 import {
+  answerAndClose,
   type ClientRequest,
+  closeQuietly,
   type HandshakeState,
   readClientRequest,
   readServerRequest,
-  Refusal,
   type ServerRequest,
+  TurnDowns,
+  underDeadline,
 } from "./_handshake.ts";
 import type { DataPath } from "../datapath/_pipe.ts";
 import { ActivePairs } from "./_pairs.ts";
@@ -34,7 +37,9 @@ import { Counters, type RelayStats } from "./_stats.ts";
 
 export type { RelayStats } from "./_stats.ts";
 import { Reclaimer } from "./_reclaim.ts";
+import { Registrar } from "./_register.ts";
 import { type Conn, NameTable, type Waiter } from "./_table.ts";
+import type { Cluster } from "./_cluster.ts";
 
 export type { Conn } from "./_table.ts";
 
@@ -46,14 +51,10 @@ export interface NameOwners {
   get(name: string): { secret: string; clientKey?: string } | undefined;
   /** Makes the caller the owner of `name` (open registration); rejects if it has one. */
   add?(name: string): Promise<{ secret: string }>;
-}
-
-function closeQuietly(closer: { close(): void }): void {
-  try {
-    closer.close();
-  } catch {
-    // closed already
-  }
+  /** Forgets the owner of `name` (its RELEASE under open registration); true if it had one. */
+  remove?(name: string): Promise<boolean>;
+  /** Every owned name: with open registration they count toward `limits.maxNames`. */
+  names?(): string[];
 }
 
 /** Settings of the engine, times in milliseconds. */
@@ -67,6 +68,7 @@ export interface RendezvousSettings {
   owners?: NameOwners;
   openRegistration: boolean;
   reclaimMemory?: boolean;
+  cluster?: Cluster;
 }
 
 /** The relay's engine over its two listeners. */
@@ -84,6 +86,8 @@ export class Rendezvous {
   #done!: () => void;
   #stopped = false;
   #reclaimer?: Reclaimer;
+  #registrar?: Registrar;
+  #refusing = new TurnDowns();
 
   constructor(
     settings: RendezvousSettings,
@@ -99,20 +103,47 @@ export class Rendezvous {
       settings.dataPath,
       () => this.#reclaimer?.poke(2),
     );
+    const paired = (name: string, server: Waiter, client: Waiter) => {
+      this.#guard.release(server.conn);
+      this.#guard.release(client.conn);
+      this.#pairs.start(name, server, client);
+    };
     this.#table = new NameTable(settings.wait, settings.heartbeat, {
       drop: (conn) => this.#drop(conn),
       refuse: (conn, peer, reason, reply, name) =>
         this.#refuse(conn, peer, reason, reply, name),
       emit: (event) => this.events.emit(event),
-      paired: (name, server, client) => {
-        this.#guard.release(server.conn);
-        this.#guard.release(client.conn);
-        this.#pairs.start(name, server, client);
-      },
+      paired,
     });
     if (settings.reclaimMemory) {
       this.#reclaimer = new Reclaimer(() =>
         this.#pairs.totals.aToB + this.#pairs.totals.bToA
+      );
+    }
+    settings.cluster?.attach({
+      parked: (name) => this.#table.entry(name, false)?.parked.size,
+      counts: () => this.#table.counts().parked,
+      events: this.events,
+      relay: paired,
+      refuse: (c, reason, reply, name) =>
+        this.#refuse(c.conn, c.peer, reason, reply, name),
+      serveForwarded: (name, client) => {
+        const entry = this.#table.entry(name, false);
+        if (entry?.parked.size) return this.#table.offer(name, entry, client);
+        this.#refuse(
+          client.conn,
+          client.peer,
+          "no server waiting",
+          Word.OFFLINE,
+          name,
+        );
+      },
+    });
+    if (settings.openRegistration && settings.owners?.add) {
+      this.#registrar = new Registrar(
+        settings.owners,
+        this.#guard,
+        this.#table,
       );
     }
     this.#listeners = [serverListener, clientListener];
@@ -131,7 +162,7 @@ export class Rendezvous {
       waiting,
       handshaking: this.#guard.held - parkedCount - waiting,
       activePairs: this.#pairs.size,
-      connections: this.#open(),
+      connections: this.#open() + this.#refusing.size,
       pairings: this.#counters.pairings,
       refusals: this.#counters.refusals,
       refusalsByCode: { ...this.#counters.refusalsByCode },
@@ -141,6 +172,12 @@ export class Rendezvous {
         serverToClient: this.#pairs.totals.bToA,
       },
     };
+  }
+
+  /** Changes settings read at each use (timeouts, limits), live. */
+  reconfigure(changes: Partial<RendezvousSettings>): void {
+    Object.assign(this.#settings, changes);
+    this.#guard.setLimits(this.#settings.limits);
   }
 
   /** Open connections: unpaired ones and both sides of each pair. */
@@ -158,7 +195,10 @@ export class Rendezvous {
       const addr = conn.remoteAddr, peer = formatAddr(addr);
       const refusal = this.#guard.admit(conn, addr.hostname, this.#open());
       if (refusal) {
-        return this.#refuse(conn, peer, refusal, `ERROR LIMIT ${refusal}`);
+        const reply = `ERROR LIMIT ${refusal}`;
+        const greeting = port === "server" ? Word.SERVER : Word.CLIENT;
+        this.#refuse(conn, peer, refusal, reply, undefined, "LIMIT", greeting);
+        return;
       }
       this.events.emit({ type: "accepted", port, peer });
       handle(conn, peer).catch((e) => {
@@ -174,6 +214,7 @@ export class Rendezvous {
     closeQuietly(conn);
   }
 
+  /** With `greeting`, `conn` was refused at admission: see {@linkcode TurnDowns}. */
   #refuse(
     conn: Conn,
     peer: string,
@@ -181,28 +222,18 @@ export class Rendezvous {
     reply?: string,
     name?: string,
     code: RefusalCode = replyCode(reply),
+    greeting?: string,
   ): void {
     this.#guard.release(conn);
     this.events.emit({ type: "refused", code, reason, peer, name });
+    if (greeting && reply) return this.#refusing.add(conn, greeting, reply);
     if (!reply) return closeQuietly(conn);
-    this.#answerAndClose(conn, reply);
+    answerAndClose(conn, reply);
   }
 
   #reply(conn: Conn, text: string): void {
     this.#guard.release(conn);
-    this.#answerAndClose(conn, text);
-  }
-
-  /**
-   * Sends a last line and closes; a peer that does not take even that within
-   * a second (a full window, a TLS handshake never made) is closed anyway.
-   */
-  #answerAndClose(conn: Conn, text: string): void {
-    const timer = setTimeout(() => closeQuietly(conn), 1000);
-    writeAll(conn, line(text)).catch(() => {}).finally(() => {
-      clearTimeout(timer);
-      closeQuietly(conn);
-    });
+    answerAndClose(conn, text);
   }
 
   /** Runs a handshake under the timeout; `undefined` if it was refused or ended. */
@@ -213,40 +244,23 @@ export class Rendezvous {
     timeoutReply: (v2: boolean) => string,
     read: (state: HandshakeState) => Promise<T | null>,
   ): Promise<T | undefined> {
-    const state: HandshakeState = { v2: false }, start = performance.now();
-    let timedOut = false, tlsPending = "handshake" in conn;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      // no line for a peer that never finished its TLS handshake
-      const reply = tlsPending ? undefined : timeoutReply(state.v2);
-      this.#refuse(
-        conn,
-        peer,
-        "handshake timed out",
-        reply,
-        undefined,
-        "TIMEOUT",
-      );
-    }, this.#settings.handshakeTimeout);
-    try {
-      if (tlsPending) {
-        await (conn as Deno.TlsConn).handshake();
-        tlsPending = false;
-      }
-      const request = await read(state);
-      if (timedOut) return; // refused at the deadline as the request came
-      if (request === null) return void this.#drop(conn);
+    const start = performance.now();
+    const request = await underDeadline(
+      conn,
+      this.#settings.handshakeTimeout,
+      timeoutReply,
+      read,
+      {
+        refuse: (reason, reply, name, code) =>
+          this.#refuse(conn, peer, reason, reply, name, code),
+        drop: () => this.#drop(conn),
+      },
+    );
+    if (request !== undefined) {
       const ms = performance.now() - start;
       this.events.emit({ type: "handshake", port, peer, ms });
-      return request;
-    } catch (e) {
-      if (timedOut) return;
-      if (e instanceof Refusal) {
-        this.#refuse(conn, peer, e.message, e.reply, e.subject);
-      } else this.#refuse(conn, peer, (e as Error).message);
-    } finally {
-      clearTimeout(timer);
     }
+    return request;
   }
 
   async #onServer(conn: Conn, peer: string): Promise<void> {
@@ -265,9 +279,10 @@ export class Rendezvous {
     const denied = owner &&
       this.#guard.ownerDenies(ip, owner.secret, command, name, v2);
     if (denied) return refuse(...denied);
+    const held = this.#registrar?.held() ?? this.#table.unowned;
     if (
       command !== Word.RELEASE && !owner && !this.#table.has(name) &&
-      this.#table.size >= this.#guard.maxNames
+      held >= this.#guard.maxNames
     ) {
       return refuse("too many names", "ERROR LIMIT too many names reserved");
     }
@@ -276,29 +291,22 @@ export class Rendezvous {
         return refuse("name in use", Word.USED);
       }
       let answer: string = Word.OK;
-      if (
-        !owner && v2 && this.#settings.openRegistration &&
-        this.#settings.owners?.add
-      ) {
-        try {
-          answer = `${Word.OK} ${
-            (await this.#settings.owners.add(name)).secret
-          }`;
-        } catch {
-          return refuse("name in use", Word.USED);
-        }
-      }
-      this.#table.entry(name, true);
+      if (!owner && v2 && this.#registrar) {
+        const { reply, refused } = await this.#registrar.register(name, ip);
+        if (refused) return refuse(refused, reply);
+        answer = reply;
+      } else this.#table.entry(name, true, !!owner);
       const owned = answer !== Word.OK;
       this.events.emit({ type: "reserved", name, peer, owned });
       return this.#reply(conn, answer);
     }
     if (command === Word.RELEASE) {
+      if (owner) await this.#registrar?.forget(name);
       this.#table.release(name);
       this.events.emit({ type: "released", name, peer });
       return this.#reply(conn, Word.OK);
     }
-    const entry = this.#table.entry(name, true)!;
+    const entry = this.#table.entry(name, true, !!owner)!;
     if (entry.parked.size >= this.#guard.maxParked(ip)) {
       return refuse(
         "too many parked connections",
@@ -321,6 +329,8 @@ export class Rendezvous {
       } catch {
         return this.#drop(conn);
       }
+      // released while PARKED was on its way: closed, as parked ones are
+      if (!this.#table.current(name, entry)) return this.#drop(conn);
     }
     this.#table.park(name, entry, server);
   }
@@ -347,16 +357,21 @@ export class Rendezvous {
       const code = why === "too many failed proofs" ? "RATE" : "AUTH";
       if (why) return this.#refuse(conn, peer, why, Word.NOEXIST, name, code);
     }
-    const entry = this.#table.entry(name, !!owner);
-    if (!entry) {
-      return this.#refuse(conn, peer, "no such name", Word.NOEXIST, name);
-    }
+    let entry = this.#table.entry(name, !!owner, true);
     const client: Waiter = {
       conn,
       source: new Source(conn, req.rest),
       peer,
       dead: false,
     };
+    const cluster = this.#settings.cluster;
+    if (cluster && !entry?.parked.size) {
+      if (await cluster.route(name, client, !!entry)) return;
+      entry = this.#table.entry(name, !!owner, true);
+    }
+    if (!entry) {
+      return this.#refuse(conn, peer, "no such name", Word.NOEXIST, name);
+    }
     this.#table.offer(name, entry, client);
   }
 
@@ -396,6 +411,7 @@ export class Rendezvous {
     this.#listeners.forEach(closeQuietly);
     this.#table.close();
     for (const c of this.#guard.conns()) this.#drop(c as Conn);
+    await this.#refusing.close();
     const drained = this.#pairs.drained();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((r) =>

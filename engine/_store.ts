@@ -3,10 +3,11 @@
  * `{ "version": 1, "names": { "<name>": { "secret", "clientKey"?, "created" } } }`,
  * shared by the running relay and an operator's `relay.ts names` commands.
  *
- * Every change is a read-modify-write under a lock file (`names.lock`), written
- * to a temporary file that is synced and renamed over `names.json`, then the
- * directory synced: a crash leaves the old file or the new one, and a change
- * whose promise resolved is on disk.
+ * Every change is a read-modify-write under a lock (an OS lock on `names.lock`,
+ * which the system drops when its holder dies, so a `kill -9` leaves no lock
+ * to wait for), written to a temporary file that is synced and renamed over
+ * `names.json`, then the directory synced: a crash leaves the old file or the
+ * new one, and a change whose promise resolved is on disk.
  *
  * @module
  */
@@ -32,11 +33,17 @@ const log = getLogger(["tcp-relay", "store"]);
 const FILE = "names.json";
 /** How long a change waits for another process's lock (ms). */
 const LOCK_WAIT = 5_000;
-/** How old a lock must be to be taken for a crashed process's (ms). */
-const STALE_LOCK = 30_000;
 /** How long watch() waits for the changes on disk to settle (ms). */
 const DEBOUNCE = 100;
 const NEW = { write: true, createNew: true, mode: 0o600 } as const;
+const LOCK_FILE = {
+  read: true,
+  write: true,
+  create: true,
+  mode: 0o600,
+} as const;
+/** Whether a file may be removed while open (and has inode numbers). */
+const posix = Deno.build.os !== "windows";
 const encoder = new TextEncoder();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -196,25 +203,48 @@ async function read(path: string): Promise<Names> {
   if (text === null) return new Map();
   const corrupt = (why: string, cause?: unknown) =>
     new Error(`Corrupt name store ${path}: ${why}`, { cause });
+  if (!text.trim()) {
+    throw corrupt(
+      `the file is empty (an empty store is {"version": 1, "names": {}})`,
+    );
+  }
   let data: unknown;
   try {
     data = JSON.parse(text);
   } catch (e) {
-    throw corrupt((e as Error).message, e);
+    throw corrupt(`not JSON: ${(e as Error).message}`, e);
   }
-  if (!isObject(data) || data.version !== 1 || !isObject(data.names)) {
-    throw corrupt("not a version 1 store");
+  if (!isObject(data)) throw corrupt("not a JSON object");
+  if (data.version !== 1) {
+    throw corrupt(
+      "version" in data
+        ? `version ${JSON.stringify(data.version)}, this relay reads version 1`
+        : `no "version": 1`,
+    );
   }
+  if (!isObject(data.names)) throw corrupt(`"names" is not an object`);
   const names: Names = new Map();
   for (const [name, r] of Object.entries(data.names)) {
-    if (nameProblem(name)) {
-      throw corrupt(`invalid name ${JSON.stringify(name)}`);
+    const problem = nameProblem(name);
+    if (problem) {
+      throw corrupt(
+        `invalid name ${JSON.stringify(name.slice(0, 200))}: ${problem}`,
+      );
     }
-    const { secret, created, clientKey } = isObject(r) ? r : {};
+    const at = `the record of ${name}`;
+    if (!isObject(r)) throw corrupt(`${at} is not an object`);
+    const { secret, created, clientKey } = r;
+    if (typeof secret !== "string" || !secret) {
+      throw corrupt(`${at} has no "secret" (a non-empty string)`);
+    }
+    if (typeof created !== "string") {
+      throw corrupt(`${at} has no "created" (a date string)`);
+    }
     if (
-      typeof secret !== "string" || typeof created !== "string" ||
-      !(clientKey === undefined || typeof clientKey === "string")
-    ) throw corrupt(`invalid record for ${name}`);
+      clientKey !== undefined && (typeof clientKey !== "string" || !clientKey)
+    ) {
+      throw corrupt(`${at} has a "clientKey" that is not a non-empty string`);
+    }
     names.set(name, toRecord(secret, created, clientKey));
   }
   return names;
@@ -246,30 +276,77 @@ async function save(dir: string, path: string, names: Names): Promise<void> {
   } catch { /* not supported here (Windows) */ }
 }
 
-/** Takes the lock file at `path`; resolves to its release. */
+/**
+ * Takes the lock at `path`: an exclusive OS lock (flock) on the file, which the
+ * system drops when its holder exits in any way, `kill -9` included, so that a
+ * lock file left behind by a dead process is taken over at once, and one held by
+ * a live process (in any pid namespace, or on another host where the
+ * filesystem shares locks) is waited for. Resolves to its release, which removes
+ * the file while still holding it.
+ */
 async function lock(path: string): Promise<() => Promise<void>> {
   const end = Date.now() + LOCK_WAIT;
   for (;;) {
+    const file = await Deno.open(path, LOCK_FILE);
+    let held = false;
     try {
-      using file = await Deno.open(path, NEW);
-      const owner = `${Deno.pid} ${new Date().toISOString()}\n`;
-      await file.write(encoder.encode(owner)).catch(() => {}); // only a hint
-      return () => unlessMissing(Deno.remove(path), undefined);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
-    }
-    const stat = await unlessMissing(Deno.stat(path), null);
-    if (!stat) continue; // just released
-    if (Date.now() - (stat.mtime?.getTime() ?? Date.now()) > STALE_LOCK) {
-      log.warn("Breaking the stale lock {path}", { path });
-      await Deno.remove(path).catch(() => {});
-      continue;
+      if (await tryLock(file, path)) {
+        // The holder before us may have removed the file as it let go: then
+        // this lock is on a file nobody else will open.
+        if (!await isAt(file, path)) continue;
+        held = true;
+        await note(file);
+        return async () => {
+          try {
+            if (posix) await unlessMissing(Deno.remove(path), undefined);
+          } finally {
+            file.close(); // unlocks
+          }
+        };
+      }
+    } finally {
+      if (!held) file.close();
     }
     if (Date.now() > end) {
+      const pid = /^\d+/.exec(await Deno.readTextFile(path).catch(() => ""));
       throw new Error(
-        `Timed out waiting for the lock ${path} (remove it if no other process holds it)`,
+        `Timed out after ${LOCK_WAIT / 1000} s waiting for the lock ${path}: ${
+          pid ? `process ${pid[0]}` : "another process"
+        } holds it`,
       );
     }
     await sleep(5 + Math.random() * 20);
   }
+}
+
+/** Whether this process now holds the OS lock on `file`, the lock file at `path`. */
+async function tryLock(file: Deno.FsFile, path: string): Promise<boolean> {
+  try {
+    return await file.tryLock(true);
+  } catch (e) {
+    throw new Error(`Cannot lock ${path}: ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
+}
+
+/** Whether the open `file` is the one now at `path`. */
+async function isAt(file: Deno.FsFile, path: string): Promise<boolean> {
+  const [open, named] = await Promise.all([
+    file.stat(),
+    unlessMissing(Deno.stat(path), null),
+  ]);
+  if (!named) return false;
+  return open.ino === null ||
+    (open.ino === named.ino && open.dev === named.dev);
+}
+
+/** Writes who holds the lock into its file: only a hint, for a timeout's message. */
+async function note(file: Deno.FsFile): Promise<void> {
+  try {
+    await file.truncate(0);
+    await file.write(
+      encoder.encode(`${Deno.pid} ${new Date().toISOString()}\n`),
+    );
+  } catch { /* only a hint */ }
 }

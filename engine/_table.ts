@@ -23,6 +23,8 @@ export interface Waiter {
   /** Speaks v2: gets heartbeats while parked. */
   v2?: boolean;
   timer?: ReturnType<typeof setTimeout>;
+  /** Clients: when their wait for a server ends (`Date.now()` time). */
+  deadline?: number;
   /** v2 servers: the answer to the last PING, while it is awaited. */
   pong?: PromiseWithResolvers<boolean>;
 }
@@ -31,6 +33,8 @@ export interface Waiter {
 export interface Entry {
   parked: Set<Waiter>;
   waiting: Set<Waiter>;
+  /** Made for a name somebody owned: not among the names nobody owns. */
+  owned: boolean;
 }
 
 /** What the table needs of the relay. */
@@ -58,9 +62,15 @@ function oldest<T>(set: Set<T>): T | undefined {
   }
 }
 
+/** `set` with `item` first. */
+function first<T>(item: T, set: Set<T>): Set<T> {
+  return new Set([item, ...set]);
+}
+
 /** The parked servers and waiting clients of every reserved name. */
 export class NameTable {
   #names = new Map<string, Entry>();
+  #unowned = 0;
   #wait: number;
   #heartbeat: number;
   #hooks: TableHooks;
@@ -78,19 +88,30 @@ export class NameTable {
     return this.#names.size;
   }
 
+  /** How many names have an entry made while nobody owned them. */
+  get unowned(): number {
+    return this.#unowned;
+  }
+
   /** Whether `name` is reserved (has an entry). */
   has(name: string): boolean {
     return this.#names.has(name);
   }
 
-  /** The entry of `name`, made if `create`. */
-  entry(name: string, create: boolean): Entry | undefined {
+  /** The entry of `name`, made if `create` (for a name `owned` or not). */
+  entry(name: string, create: boolean, owned = false): Entry | undefined {
     let entry = this.#names.get(name);
     if (!entry && create) {
-      entry = { parked: new Set(), waiting: new Set() };
+      entry = { parked: new Set(), waiting: new Set(), owned };
       this.#names.set(name, entry);
+      if (!owned) this.#unowned++;
     }
     return entry;
+  }
+
+  /** Whether `entry` is still the entry of `name` (not released since). */
+  current(name: string, entry: Entry): boolean {
+    return this.#names.get(name) === entry;
   }
 
   /** Parked connections per name, and the totals. */
@@ -121,16 +142,23 @@ export class NameTable {
 
   /** Drops the reservation of `name`; its waiting connections are closed. */
   release(name: string): void {
-    if (this.closeAll(name, "released") >= 0) this.#names.delete(name);
+    const entry = this.#names.get(name);
+    if (!entry) return;
+    this.#names.delete(name);
+    if (!entry.owned) this.#unowned--;
+    this.#closeEntry(name, entry, "released");
   }
 
   /**
    * Closes the parked and waiting connections of `name` (the reservation
    * stays) and says how many; `-1` if the name has no entry.
    */
-  closeAll(name: string, why: UnparkReason = "closed"): number {
+  closeAll(name: string): number {
     const entry = this.#names.get(name);
-    if (!entry) return -1;
+    return entry ? this.#closeEntry(name, entry, "closed") : -1;
+  }
+
+  #closeEntry(name: string, entry: Entry, why: UnparkReason): number {
     const all = [...entry.parked, ...entry.waiting];
     for (const w of entry.parked) this.#unparked(name, w, why);
     entry.parked.clear();
@@ -146,24 +174,16 @@ export class NameTable {
   #dismiss(w: Waiter): void {
     w.dead = true;
     clearTimeout(w.timer);
+    w.source.stop();
     w.pong?.resolve(false);
     this.#hooks.drop(w.conn);
   }
 
-  /** Parks `server` under `name`, or pairs it at once with a waiting client. */
+  /**
+   * Parks `server` under `name` (watched from now on: it is dropped the
+   * moment it dies), or pairs it at once with a waiting client.
+   */
   park(name: string, entry: Entry, server: Waiter): void {
-    const client = oldest(entry.waiting);
-    if (client) {
-      clearTimeout(client.timer);
-      return void this.#pair(name, entry, server, client);
-    }
-    entry.parked.add(server);
-    this.#hooks.emit({
-      type: "parked",
-      name,
-      peer: server.peer,
-      v2: !!server.v2,
-    });
     const drop = (why: UnparkReason) => {
       const wasParked = entry.parked.delete(server);
       this.#dismiss(server);
@@ -192,7 +212,22 @@ export class NameTable {
       true,
       server.v2 ? intercept : undefined,
     );
-    if (server.v2) this.#startBeat();
+    this.#place(name, entry, server);
+  }
+
+  /** Pairs `server` with the oldest waiting client, or parks it (`ahead`: first in line). */
+  #place(name: string, entry: Entry, server: Waiter, ahead = false): void {
+    if (this.#closed) return this.#dismiss(server);
+    const client = oldest(entry.waiting);
+    if (client) {
+      clearTimeout(client.timer);
+      return void this.#pair(name, entry, server, client);
+    }
+    if (ahead) entry.parked = first(server, entry.parked);
+    else entry.parked.add(server);
+    const { peer, v2 } = server;
+    this.#hooks.emit({ type: "parked", name, peer, v2: !!v2 });
+    if (v2) this.#startBeat();
   }
 
   /** Probes parked v2 servers every heartbeat; drops those that did not answer. */
@@ -223,27 +258,27 @@ export class NameTable {
     }, this.#heartbeat);
   }
 
-  /** Pairs `client` with the oldest live parked server of `name`, or lets it wait. */
+  /**
+   * Pairs `client` with the oldest live parked server of `name`, or lets it
+   * wait; watched from now on (a reset drops it; a half-close is kept).
+   */
   offer(name: string, entry: Entry, client: Waiter): void {
+    client.deadline = Date.now() + this.#wait;
+    client.source.watch(() => {
+      entry.waiting.delete(client);
+      this.#dismiss(client);
+    }, false);
     const server = oldest(entry.parked);
     if (server) return void this.#pair(name, entry, server, client);
     this.#waitFor(name, entry, client);
   }
 
-  #waitFor(name: string, entry: Entry, client: Waiter): void {
-    if (this.#wait <= 0 || this.#closed) {
-      return this.#hooks.refuse(
-        client.conn,
-        client.peer,
-        "no server waiting",
-        Word.OFFLINE,
-        name,
-      );
-    }
-    entry.waiting.add(client);
-    this.#hooks.emit({ type: "waiting", name, peer: client.peer });
-    client.timer = setTimeout(() => {
-      entry.waiting.delete(client);
+  /** Lets `client` wait until its deadline (`ahead`: first in line). */
+  #waitFor(name: string, entry: Entry, client: Waiter, ahead = false): void {
+    const left = client.deadline! - Date.now();
+    const offline = () => {
+      client.dead = true;
+      client.source.stop();
       this.#hooks.refuse(
         client.conn,
         client.peer,
@@ -251,19 +286,35 @@ export class NameTable {
         Word.OFFLINE,
         name,
       );
-    }, this.#wait);
-    client.source.watch(() => {
+    };
+    if (left <= 0 || this.#closed) return offline();
+    if (ahead) entry.waiting = first(client, entry.waiting);
+    else entry.waiting.add(client);
+    this.#hooks.emit({ type: "waiting", name, peer: client.peer });
+    client.timer = setTimeout(() => {
       entry.waiting.delete(client);
-      this.#dismiss(client);
-    }, false);
+      offline();
+    }, left);
   }
 
-  /** Pairs `client` with `server`, or with the next live parked one. */
+  /**
+   * Pairs `client` with `server`, or with the next live parked one. While a
+   * PONG is awaited the name may be released (both are closed, as waiting
+   * connections are) or the client may go (the server goes back, first).
+   */
   async #pair(name: string, entry: Entry, server: Waiter, client: Waiter) {
     for (let s: Waiter | undefined = server; s; s = oldest(entry.parked)) {
       // A PING is out: its PONG must not reach the client as data.
       if (s.pong && !(await this.#pongOrTimeout(s))) this.#dismiss(s);
+      if (!this.current(name, entry)) {
+        this.#dismiss(s);
+        return this.#dismiss(client);
+      }
       if (s.dead) continue;
+      if (client.dead) return this.#place(name, entry, s, true);
+      // From CONNECTED on, the server's bytes are data and its end a
+      // half-close: no PONG check, and nothing is death but a reset.
+      s.source.watch(() => {}, false);
       try {
         await writeAll(s.conn, line(Word.CONNECTED));
       } catch {
@@ -279,7 +330,9 @@ export class NameTable {
       }
       return this.#hooks.paired(name, s, client);
     }
-    if (!client.dead) this.#waitFor(name, entry, client);
+    if (client.dead) return;
+    if (this.current(name, entry)) this.#waitFor(name, entry, client, true);
+    else this.#dismiss(client);
   }
 
   #pongOrTimeout(s: Waiter): Promise<boolean> {
@@ -296,6 +349,8 @@ export class NameTable {
   close(): void {
     this.#closed = true;
     clearInterval(this.#beat);
-    for (const name of this.#names.keys()) this.closeAll(name, "shutdown");
+    for (const [name, entry] of this.#names) {
+      this.#closeEntry(name, entry, "shutdown");
+    }
   }
 }

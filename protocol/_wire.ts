@@ -19,14 +19,17 @@
  */
 
 import { RelayError } from "./_errors.ts";
+import denoJson from "../deno.json" with { type: "json" };
 
-/** The package version, kept equal to `deno.json` by a test. */
-export const VERSION = "0.1.0";
+/** The package version, from `deno.json`. */
+export const VERSION: string = denoJson.version;
 
 /** The relay's port for servers (machines that offer a name). */
 export const DEFAULT_SERVER_PORT = 8010;
 /** The relay's port for clients (who ask for a name). */
 export const DEFAULT_CLIENT_PORT = 9010;
+/** The port a cluster node's peers link to (`relay.ts --peer-port`). */
+export const DEFAULT_PEER_PORT = 7010;
 /** Longest handshake line, in bytes, `\n` included. */
 export const MAX_LINE = 256;
 /** How long the relay gives a connection to finish its handshake (ms). */

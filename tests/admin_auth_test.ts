@@ -11,8 +11,8 @@ import {
 import { serveAdmin } from "../relay.ts";
 import { parseAdminFlags } from "../admin/_flags.ts";
 import { adminRelay, adminUrl, request, tempFile } from "./_admin.ts";
-import { freePorts, readAll, startRelay } from "./_helpers.ts";
-import { Proc, run } from "./_proc.ts";
+import { freePorts, readAll, startRelay, tempDir } from "./_helpers.ts";
+import { Proc, relayProc, run } from "./_proc.ts";
 
 const TOKEN = "s3cret-admin-token-0123456789";
 
@@ -152,7 +152,7 @@ Deno.test("admin server: SIGHUP reads --admin-token-file again: the new token wo
   );
   await Deno.writeTextFile(file.path, "the-new-token\n");
   relay.proc.kill("SIGHUP");
-  await relay.proc.waitErr(/Admin token reloaded/);
+  await relay.proc.waitErr(/Admin token read again \(SIGHUP\)/);
   strictEqual(
     (await relay.fetch("/readyz", { headers: as(TOKEN) })).status,
     401,
@@ -214,4 +214,25 @@ Deno.test("serveAdmin (library): the admin server of an in-process relay, its to
   await rejects(serveAdmin(relay, { port: 70000 }), RangeError);
   await relay.shutdown();
   await admin.finished;
+});
+
+Deno.test("admin server: from a --config file; a reload naming another token file switches to its token", async () => {
+  await using dir = await tempDir("tcp-relay-admin-config-");
+  await Deno.writeTextFile(`${dir.dir}/one.token`, "token-one\n");
+  await Deno.writeTextFile(`${dir.dir}/two.token`, "token-two\n");
+  const config = `${dir.dir}/relay.toml`;
+  const toml = (file: string) =>
+    `admin = "127.0.0.1:0"\nadmin-token-file = "${file}"\n`;
+  await Deno.writeTextFile(config, toml("one.token"));
+  await using relay = await relayProc(`--config=${config}`);
+  const url = await adminUrl(relay.proc);
+  const as = (token: string) =>
+    request(new URL("/readyz", url), {
+      headers: { authorization: `Bearer ${token}` },
+    });
+  strictEqual((await as("token-one")).status, 200);
+  await Deno.writeTextFile(config, toml("two.token"));
+  await relay.proc.waitErr(/Admin token read again \(config reloaded\)/);
+  strictEqual((await as("token-one")).status, 401);
+  strictEqual((await as("token-two")).status, 200);
 });

@@ -6,6 +6,7 @@ import {
   ok,
   rejects,
 } from "node:assert/strict";
+import { join } from "node:path";
 import { connect, reserve } from "../mod.ts";
 import {
   bytes,
@@ -17,11 +18,13 @@ import {
   send,
   sendAndClose,
   startRelay,
+  tempDir,
   text,
 } from "./_helpers.ts";
 import { clientTs, type Proc, relayProc, run, serverTs } from "./_proc.ts";
 import { getTextFormatter, type LogRecord } from "@logtape/logtape";
 import { textLine } from "../cli/_common.ts";
+import { LOG_LEVELS, SETTINGS } from "../engine/_settings.ts";
 
 const ROOT = new URL("..", import.meta.url);
 const VERSION: string = JSON.parse(
@@ -47,11 +50,19 @@ async function untilRefused(port: number, what: string) {
   }
 }
 
-Deno.test("relay.ts --help exits 0 and describes the flags", async () => {
+Deno.test("relay.ts --help exits 0 and lists every setting of the table, with --config", async () => {
   const r = await run("relay.ts", "--help");
   assertEquals(r.code, 0);
-  ok(r.stdout.includes("--server-port"), r.stdout);
-  ok(r.stdout.includes("--client-port"), r.stdout);
+  for (const s of SETTINGS) {
+    ok(
+      new RegExp(`^  --(\\[no-\\])?${s.flag}\\b`, "m").test(r.stdout),
+      `--${s.flag} missing:\n${r.stdout}`,
+    );
+  }
+  ok(/^ {2}--config FILE/m.test(r.stdout), r.stdout);
+  ok(/per source IP\s+\(default 256;\s+live\)/.test(r.stdout), r.stdout);
+  const flat = r.stdout.replace(/\s+/g, " ");
+  ok(flat.includes(`logged: ${LOG_LEVELS.join(", ")}`), r.stdout);
 });
 
 Deno.test("relay.ts --version prints the version of deno.json", async () => {
@@ -74,6 +85,14 @@ Deno.test("relay.ts exits 2 on a bad flag value and names the flag", async () =>
     ["--handshake-timeout", "soon"],
     ["--log-format", "xml"],
     ["--log-level", "loud"],
+    ["--max-per-ip", "0"],
+    ["--max-names", "1.5"],
+    ["--heartbeat", "0"],
+    ["--drain-timeout", ""],
+    ["--data-path", "fast"],
+    ["--tls-cert", "/nonexistent/cert.pem"],
+    ["--tls-key", "/nonexistent/key.pem"],
+    ["--config", "/nonexistent/relay.toml"],
   ];
   // Ports 0, so that a value wrongly taken cannot clash with anything.
   const results = await Promise.all(
@@ -84,6 +103,7 @@ Deno.test("relay.ts exits 2 on a bad flag value and names the flag", async () =>
   for (const [i, r] of results.entries()) {
     assertEquals(r.code, 2, `${cases[i].join(" ")}: ${r.stderr}`);
     ok(r.stderr.includes(cases[i][0]), r.stderr);
+    ok(r.stderr.includes("Usage:"), r.stderr);
   }
   for (const r of results) ok(!r.stderr.includes("Relay listening"), r.stderr);
 });
@@ -293,4 +313,81 @@ Deno.test("server.ts and client.ts exit 2 on a name the protocol does not allow"
     assertEquals(code, 2);
     ok(stderr.includes("--name: name with spaces"), stderr);
   }
+});
+
+Deno.test("relay.ts takes every flag at once (TLS aside: tls_test) and serves with them", async () => {
+  await using tmp = await tempDir("tcp-relay-flags-");
+  await using relay = await relayProc(
+    ...["--wait=1", "--handshake-timeout=5", "--drain-timeout=1"],
+    ...["--heartbeat=2", `--data=${tmp.dir}`, "--open-registration"],
+    ...["--max-connections=100", "--max-per-ip=10", "--max-parked-per-name=3"],
+    ...["--max-failed-proofs=2", "--max-names=10", "--limit-loopback"],
+    ...["--data-path=streams", "--no-reclaim", "--log-level=debug"],
+    "--log-format=json",
+  );
+  // open registration: the reservation makes us the owner
+  const { secret } = await reserve({ relay: relay.server, name: "all-flags" });
+  ok(secret, "no secret from open registration");
+  {
+    const { s, c } = await helperPair(relay, "all-flags", secret);
+    using _s = s, _c = c;
+    await sendAndClose(c, s, "ping");
+    await sendAndClose(s, c, "pong");
+  }
+  // debug records are written, as JSON lines
+  await relay.proc.waitErr(/"level":"DEBUG"/);
+  for (const l of logLines(relay.proc, /\S/)) JSON.parse(l);
+  ok(relay.proc.err.includes(join(tmp.dir, "names.json")), relay.proc.err);
+});
+
+Deno.test("relay.ts says which address it cannot listen on, for either port, and exits 1 without a stack", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = taken.addr.port, free = freePort();
+  for (
+    const ports of [
+      [`--server-port=${port}`, `--client-port=${free}`],
+      [`--server-port=${free}`, `--client-port=${port}`],
+    ]
+  ) {
+    const r = await run("relay.ts", "--host=127.0.0.1", ...ports);
+    assertEquals(r.code, 1, r.stderr);
+    assertEquals(
+      r.stderr.trim(),
+      `error: Cannot listen on 127.0.0.1:${port}: address in use`,
+    );
+  }
+});
+
+Deno.test("relay.ts with equal --server-port and --client-port exits 2 (0 for both is fine)", async () => {
+  const r = await run("relay.ts", "--server-port=8123", "--client-port=8123");
+  assertEquals(r.code, 2, r.stderr);
+  ok(
+    r.stderr.includes(
+      "error: --server-port and --client-port must differ (both 8123)",
+    ),
+    r.stderr,
+  );
+  ok(r.stderr.includes("Usage:"), r.stderr);
+  await using relay = await relayProc("--server-port=0", "--client-port=0");
+  ok(relay.proc.err.includes("Relay listening"));
+});
+
+Deno.test("Ctrl-C with pairs open logs the drain; a second Ctrl-C stops at once", async () => {
+  await using relay = await relayProc("--drain-timeout=30");
+  await reserve({ relay: relay.server, name: "draining" });
+  const first = await helperPair(relay, "draining");
+  const second = await helperPair(relay, "draining");
+  using _s1 = first.s, _c1 = first.c, _s2 = second.s, _c2 = second.c;
+  await send(first.c, first.s, "before");
+  relay.proc.kill("SIGINT");
+  await relay.proc.waitErr(
+    /Draining 2 pairs for up to 30 s; Ctrl-C again to stop now/,
+  );
+  // still draining: the pairs carry bytes
+  await send(second.c, second.s, "while draining");
+  relay.proc.kill("SIGINT");
+  const status = await relay.proc.status();
+  assertEquals(status.code, 130, relay.proc.err);
+  ok(/Stopping now: 2 pairs cut/.test(relay.proc.err), relay.proc.err);
+  assertEquals(text(await readAll(first.c)), "");
 });

@@ -57,7 +57,10 @@ Deno.test("names add prints a secret (and with --private a key), list marks priv
   ok(s2 && HEX64.test(s2) && key && HEX64.test(key), priv);
   ok(new Set([secret, s2, key]).size === 3, "secrets and key all differ");
   assertEquals(await names(tmp.dir, "list"), "home-ssh\nnas (private)\n");
-  assertEquals(await names(tmp.dir, "remove", "home-ssh"), "");
+  assertEquals(
+    await names(tmp.dir, "remove", "home-ssh"),
+    `Removed home-ssh from ${join(tmp.dir, "names.json")}\n`,
+  );
   assertEquals(await names(tmp.dir, "list"), "nas (private)\n");
   const mode = (await Deno.stat(join(tmp.dir, "names.json"))).mode! & 0o777;
   assertEquals(mode.toString(8), "600");
@@ -68,7 +71,12 @@ Deno.test("names add of an existing name, bad names and a missing --data exit 2 
   const first = field(await names(tmp.dir, "add", "taken"), "secret");
   const again = await relayCli("names", "add", "taken", "--data", tmp.dir);
   assertEquals(again.code, 2, again.stderr);
-  ok(/taken exists/.test(again.stderr), again.stderr);
+  ok(
+    again.stderr.startsWith(
+      "error: Name taken exists (use --replace to give it a new secret)\n",
+    ),
+    again.stderr,
+  );
   assertEquals(again.stdout, "");
   const bad = await relayCli("names", "add", "a b", "--data", tmp.dir);
   assertEquals(bad.code, 2, bad.stderr);
@@ -84,13 +92,62 @@ Deno.test("names add of an existing name, bad names and a missing --data exit 2 
     tmp.dir,
   );
   assertEquals(missing.code, 1, missing.stderr);
-  ok(/nobody/.test(missing.stderr), missing.stderr);
+  assertEquals(
+    missing.stderr,
+    `error: no name nobody in ${join(tmp.dir, "names.json")}\n`,
+  );
+  assertEquals(missing.stdout, "");
   // Nothing of that changed the store.
   const stored = JSON.parse(
     await Deno.readTextFile(join(tmp.dir, "names.json")),
   );
   assertEquals(Object.keys(stored.names), ["taken"]);
   assertEquals(stored.names.taken.secret, first);
+});
+
+Deno.test("names add --replace gives an existing name a new secret", async () => {
+  await using tmp = await tempDir("tcp-relay-names-");
+  const first = field(await names(tmp.dir, "add", "web"), "secret");
+  const out = await names(tmp.dir, "add", "web", "--replace", "--private");
+  const second = field(out, "secret");
+  ok(second && HEX64.test(second) && second !== first, out);
+  ok(field(out, "key"), out);
+  assertEquals(await names(tmp.dir, "list"), "web (private)\n");
+});
+
+Deno.test("names list of a missing or an empty store prints nothing and exits 0, creating nothing", async () => {
+  await using tmp = await tempDir("tcp-relay-names-");
+  const missing = join(tmp.dir, "not", "there");
+  const r = await relayCli("names", "list", "--data", missing);
+  assertEquals([r.code, r.stdout, r.stderr], [0, "", ""]);
+  assertEquals(await Deno.stat(join(tmp.dir, "not")).catch(() => null), null);
+  assertEquals(await names(tmp.dir, "list"), ""); // a folder, no names.json
+  await names(tmp.dir, "add", "gone");
+  await names(tmp.dir, "remove", "gone");
+  assertEquals(await names(tmp.dir, "list"), ""); // a store with no names
+});
+
+Deno.test("names on a corrupt names.json exits 1 naming the file and what is wrong, and leaves it as it was", async () => {
+  await using tmp = await tempDir("tcp-relay-names-");
+  const file = join(tmp.dir, "names.json");
+  const cases: [string, string][] = [
+    ['{"version": 1, "names": {"web": ', "not JSON: "],
+    ["", "the file is empty"],
+    ['{"version": 1, "names": {"web": {"created": "x"}}}', "the record of web"],
+  ];
+  for (const [text, why] of cases) {
+    await Deno.writeTextFile(file, text);
+    for (const args of [["list"], ["add", "db"], ["remove", "web"]]) {
+      const r = await relayCli("names", ...args, "--data", tmp.dir);
+      const what = `${args.join(" ")} on ${JSON.stringify(text)}`;
+      assertEquals(r.code, 1, `${what}: ${r.stderr}`);
+      assertEquals(r.stdout, "", what);
+      const line = `error: Corrupt name store ${file}: ${why}`;
+      ok(r.stderr.startsWith(line), `${what}: ${r.stderr}`);
+      assertEquals(r.stderr.split("\n").length, 2, `one line: ${r.stderr}`);
+      assertEquals(await Deno.readTextFile(file), text, what);
+    }
+  }
 });
 
 Deno.test("a running relay picks up a name added by another process, and an active pair on it keeps relaying", async () => {
@@ -127,6 +184,21 @@ Deno.test("SIGHUP makes the relay reload its credentials and it keeps serving", 
   ok(!relay.proc.exited, "the relay exited on SIGHUP");
   await exchange(relay, "hup", secret);
   await rejectsWith(accept({ relay: relay.server, name: "hup" }), "AUTH");
+});
+
+Deno.test("a running relay keeps its names when names.json turns corrupt, and logs which file and what is wrong", async () => {
+  await using tmp = await tempDir("tcp-relay-names-");
+  const secret = field(await names(tmp.dir, "add", "kept"), "secret")!;
+  await using relay = await relayProc("--data", tmp.dir);
+  const file = join(tmp.dir, "names.json");
+  await Deno.writeTextFile(file, '{"version": 1, "names": {');
+  const why = `Corrupt name store ${file}: not JSON: `;
+  await relay.proc.waitErr(new RegExp(`Kept the old names: .*${why}`));
+  relay.proc.kill("SIGHUP");
+  await relay.proc.waitErr(new RegExp(`Cannot reload credentials: .*${why}`));
+  ok(!relay.proc.exited, "the relay exited");
+  await rejectsWith(accept({ relay: relay.server, name: "kept" }), "AUTH");
+  await exchange(relay, "kept", secret);
 });
 
 Deno.test("open registration persists: after a restart the name is still owned by the secret reserve() returned", async () => {

@@ -3,7 +3,7 @@
 // owned pair. Seeded; each test ends with a healthy pair and 0 connections.
 
 import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
-import { proof } from "../protocol/_auth.ts";
+import { proof, verify } from "../protocol/_auth.ts";
 import { accept, connect } from "../mod.ts";
 import {
   firstDifference,
@@ -11,11 +11,14 @@ import {
   randomBytes,
   Raw,
   readAll,
+  startRelay,
   until,
 } from "./_helpers.ts";
 
 import {
   connections0,
+  exchange,
+  hello,
   hex,
   hostileRelay,
   KEY,
@@ -164,4 +167,197 @@ Deno.test("a slow reader stalls the writer with bounded buffering, then gets eve
   c.close();
   await connections0(relay);
   await healthyPairWorks(relay);
+});
+
+// The README's worked proof: what protocol/_auth.ts computes, what an
+// independent HMAC (WebCrypto, OpenSSL) computes, and what a live relay takes.
+
+/** The worked example of the README's "A worked proof", line by line. */
+async function workedProof() {
+  const readme = await Deno.readTextFile(
+    new URL("../README.md", import.meta.url),
+  );
+  const at = readme.indexOf("#### A worked proof");
+  ok(at >= 0, "the README has no worked proof");
+  const block = (lang: string) => {
+    const start = readme.indexOf("```" + lang + "\n", at) + lang.length + 4;
+    return readme.slice(start, readme.indexOf("\n```", start));
+  };
+  const [owner, client] = block("text").split("\n\n").map((para) =>
+    Object.fromEntries(
+      para.split("\n").map((line) => {
+        const m = /^(.+?) {2,}(.+)$/.exec(line);
+        ok(m, `not "label  value": ${line}`);
+        return [m[1], m[2]];
+      }),
+    )
+  );
+  const nonce = (hello: string) => {
+    const m = /^HELLO 2 ([0-9a-f]{32})$/.exec(hello);
+    ok(m, `not a v2 greeting: ${hello}`);
+    return m[1];
+  };
+  const [command, comment] = block("sh").split("\n");
+  return {
+    owner: {
+      secret: owner["owner's secret"],
+      nonce: nonce(owner["relay>"]),
+      message: owner.message,
+      proof: owner.proof,
+      line: owner["server>"],
+    },
+    client: {
+      key: client["clients' key"],
+      nonce: nonce(client["relay>"]),
+      message: client.message,
+      proof: client.proof,
+      line: client["client>"],
+    },
+    openssl: { command, output: comment.replace(/^# /, "") },
+  };
+}
+
+const ascii = new TextEncoder();
+
+/** Hex HMAC-SHA256 of `message` under the key bytes `key`, by WebCrypto. */
+async function webHmac(
+  key: Uint8Array<ArrayBuffer>,
+  message: string,
+): Promise<string> {
+  const k = await crypto.subtle.importKey(
+    "raw",
+    key,
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  return hex(
+    new Uint8Array(await crypto.subtle.sign("HMAC", k, ascii.encode(message))),
+  );
+}
+
+/** Hex HMAC-SHA256 of `message` by `openssl dgst`: `key` as text, or as hex bytes. */
+async function opensslHmac(
+  key: string,
+  message: string,
+  keyAs: "text" | "hexkey" = "text",
+): Promise<string> {
+  const mac = keyAs === "text"
+    ? ["-hmac", key]
+    : ["-mac", "HMAC", "-macopt", `hexkey:${key}`];
+  const child = new Deno.Command("openssl", {
+    args: ["dgst", "-sha256", ...mac],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(ascii.encode(message));
+  await writer.close();
+  const out = await child.output();
+  const said = new TextDecoder().decode(out.stdout);
+  assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+  const m = /= ([0-9a-f]{64})\n$/.exec(said);
+  ok(m, `openssl said ${said}`);
+  return m[1];
+}
+
+const fromHex = (h: string) =>
+  Uint8Array.from(h.match(/../g)!, (b) => parseInt(b, 16));
+
+Deno.test("the README's worked proof is what the relay computes, keyed with the secret's hex text as ASCII", async () => {
+  const { owner, client } = await workedProof();
+  ok(/^[0-9a-f]{64}$/.test(owner.secret) && /^[0-9a-f]{64}$/.test(client.key));
+  assertEquals(
+    owner.message,
+    `tcp-relay/2 ${owner.nonce} CONNECT home-ssh`,
+  );
+  assertEquals(client.message, `tcp-relay/2 ${client.nonce} CLIENT nas`);
+  assertEquals(
+    owner.proof,
+    proof(owner.secret, owner.nonce, "CONNECT", "home-ssh"),
+  );
+  assertEquals(client.proof, proof(client.key, client.nonce, "CLIENT", "nas"));
+  assertEquals(owner.line, `CONNECT home-ssh ${owner.proof}`);
+  assertEquals(client.line, `nas ${client.proof}`);
+  ok(verify(owner.secret, owner.nonce, "CONNECT", "home-ssh", owner.proof));
+  ok(verify(client.key, client.nonce, "CLIENT", "nas", client.proof));
+  // An independent HMAC agrees when keyed with the 64 ASCII bytes of the
+  // text, and not with the 32 bytes the text encodes.
+  for (
+    const [key, example] of [[owner.secret, owner], [
+      client.key,
+      client,
+    ]] as const
+  ) {
+    assertEquals(ascii.encode(key).length, 64);
+    assertEquals(
+      await webHmac(ascii.encode(key), example.message),
+      example.proof,
+    );
+    ok(await webHmac(fromHex(key), example.message) !== example.proof);
+  }
+});
+
+Deno.test({
+  name:
+    "OpenSSL agrees with the README's worked proof, and a live relay takes proofs OpenSSL makes",
+  ignore: Deno.build.os === "windows",
+  fn: async () => {
+    const { owner, client, openssl } = await workedProof();
+    // The README's own command, as a user would paste it.
+    const pasted = await new Deno.Command("sh", {
+      args: ["-c", openssl.command],
+      stdout: "piped",
+    }).output();
+    assertEquals(
+      new TextDecoder().decode(pasted.stdout),
+      `${openssl.output}\n`,
+    );
+    ok(openssl.output.endsWith(`= ${owner.proof}`), openssl.output);
+    assertEquals(await opensslHmac(owner.secret, owner.message), owner.proof);
+    assertEquals(await opensslHmac(client.key, client.message), client.proof);
+    ok(
+      await opensslHmac(owner.secret, owner.message, "hexkey") !== owner.proof,
+      "hexkey: the decoded bytes give another proof",
+    );
+    // A relay holding the example's secrets takes OpenSSL's proofs on its
+    // own nonces, and refuses one keyed with the decoded bytes.
+    const table: Record<string, { secret: string; clientKey?: string }> = {
+      "home-ssh": { secret: owner.secret },
+      nas: { secret: owner.secret, clientKey: client.key },
+    };
+    await using relay = startRelay({ names: { get: (n) => table[n] } });
+    const sp = relay.serverAddr.port, cp = relay.clientAddr.port;
+    const signed =
+      (key: string, command: string, name: string, keyAs?: "hexkey") =>
+      async (nonce: string) => {
+        const message = `tcp-relay/2 ${nonce} ${command} ${name}`;
+        return await opensslHmac(key, message, keyAs);
+      };
+    const decoded = await hello(sp);
+    {
+      using _r = decoded.raw;
+      const p = await signed(owner.secret, "CONNECT", "home-ssh", "hexkey")(
+        decoded.nonce,
+      );
+      await decoded.raw.send(`CONNECT home-ssh ${p}\n`);
+      ok((await decoded.raw.line())?.startsWith("ERROR AUTH"), "decoded bytes");
+    }
+    const server = await hello(sp);
+    using _s = server.raw;
+    const sp1 = await signed(owner.secret, "CONNECT", "nas")(server.nonce);
+    await server.raw.send(`CONNECT nas ${sp1}\n`);
+    ok(
+      (await server.raw.line())?.startsWith("PARKED"),
+      "the owner is not parked",
+    );
+    const asker = await hello(cp);
+    using _c = asker.raw;
+    const cp1 = await signed(client.key, "CLIENT", "nas")(asker.nonce);
+    await asker.raw.send(`nas ${cp1}\n`);
+    assertEquals(await asker.raw.line(), "CONNECTED");
+    assertEquals(await server.raw.line(), "CONNECTED");
+    await exchange(asker.raw.conn, server.raw.conn, 9);
+  },
 });

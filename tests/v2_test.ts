@@ -245,11 +245,11 @@ Deno.test("limits refuse with typed ERROR LIMIT lines: per address, and parked p
   );
   using a = await Raw.open(relay.clientAddr.port);
   strictEqual(await a.line(), "CLIENT"); // 3rd unpaired conn of this address
-  using b = await Raw.open(relay.clientAddr.port);
+  using b = await Raw.open(relay.clientAddr.port); // refused: greeted all the same
+  await b.send("HELLO 2\n");
   ok(
-    (await b.text()).startsWith(
-      "ERROR LIMIT too many connections from 127.0.0.1",
-    ),
+    /^CLIENT\nHELLO 2 [0-9a-f]{32}\nERROR LIMIT too many connections from 127\.0\.0\.1\n$/
+      .test(await b.text()),
   );
   for (const p of parked) p.raw.close();
   a.close();
