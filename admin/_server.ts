@@ -70,6 +70,7 @@ export interface AdminServer extends AsyncDisposable {
 }
 
 const log = getLogger(["tcp-relay", "admin"]);
+const REFUSED = "Refused admin request {method} {path} from {peer}: {why}";
 /** The largest request body read (a name and a flag need far less). */
 const MAX_BODY = 64 * 1024;
 
@@ -200,26 +201,17 @@ export function startAdmin(relay: Relay, options: AdminOptions): AdminServer {
   ): Promise<Response> => {
     const path = new URL(req.url).pathname;
     const peer = `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
+    const said = { method: req.method, path, peer };
     const foreign = crossSite(req, tokens.required);
     if (foreign) {
-      log.warn("Refused admin request {method} {path} from {peer}: {why}", {
-        method: req.method,
-        path,
-        peer,
-        why: foreign,
-      });
+      log.warn(REFUSED, { ...said, why: foreign });
       return fail(403, `Refused: ${foreign}`);
     }
     if (path !== "/healthz") {
       const why = tokens.refuse(req.headers.get("authorization"));
       if (why) {
         metrics.unauthorized.inc();
-        log.warn("Refused admin request {method} {path} from {peer}: {why}", {
-          method: req.method,
-          path,
-          peer,
-          why,
-        });
+        log.warn(REFUSED, { ...said, why });
         return new Response(
           JSON.stringify({ error: `Unauthorized: ${why}` }) + "\n",
           {
@@ -252,7 +244,14 @@ export function startAdmin(relay: Relay, options: AdminOptions): AdminServer {
       } catch {
         return fail(400, `Invalid percent-encoding in ${path}`);
       }
-      return await handler(req, param);
+      const res = await handler(req, param);
+      if (method !== "GET") {
+        log.info("Admin {method} {path} from {peer}: {status}", {
+          ...said,
+          status: res.status,
+        });
+      }
+      return res;
     }
     return fail(404, `No such endpoint: ${path}`);
   };

@@ -233,6 +233,9 @@ Deno.test("admin server: POST /api/names/NAME/close closes its parked servers an
   using other = await parkAt(relay, "spared");
   const r = await relay.json("/api/names/doomed/close", { method: "POST" });
   assertEquals([r.status, r.data], [200, { name: "doomed", closed: 3 }]);
+  await relay.proc.waitErr( // changes are logged, with who asked
+    /Admin "POST" "\/api\/names\/doomed\/close" from "127\.0\.0\.1:\d+": 200/,
+  );
   strictEqual(await c.line(), null);
   strictEqual(await s.line(), null);
   strictEqual(await parked.line(), null);
