@@ -128,7 +128,8 @@ async function stdio(options: ClientOptions, linger: number): Promise<number> {
     write: (p: Uint8Array) => Deno.stdout.write(p),
     closeWrite: () => Promise.resolve(),
   };
-  // Our end of stdin becomes a half-close; the server's end ends the process.
+  // Our end of stdin becomes a half-close (through a seed relay: the linger);
+  // the server's end ends the process.
   pipeStream(new Source(Deno.stdin), remote).catch(() => {});
   await pipeStream(new Source(remote), stdout).catch(() => {});
   remote.close();

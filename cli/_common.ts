@@ -27,7 +27,6 @@ export const LOG_LEVELS = [
   "error",
   "fatal",
 ];
-const LEVELS = LOG_LEVELS;
 /** The levels for a `--help` text: "trace, debug, info, warning, error, fatal". */
 export const LOG_LEVELS_TEXT = LOG_LEVELS.join(", ");
 
@@ -233,9 +232,9 @@ export async function setupLogging(
   level: string | undefined,
   format: string | undefined,
 ): Promise<void> {
-  if (!LEVELS.includes(level ?? "")) {
+  if (!LOG_LEVELS.includes(level ?? "")) {
     throw new UsageError(
-      `--log-level takes one of ${LEVELS.join(", ")}, not "${level}"`,
+      `--log-level takes one of ${LOG_LEVELS_TEXT}, not "${level}"`,
     );
   }
   if (format !== "text" && format !== "json") {
