@@ -148,6 +148,24 @@ Deno.test("relay process pairs a server with a client and logs the pairing with 
   assertEquals(logLines(relay.proc, /Paired/).length, 1);
 });
 
+Deno.test("relay process logs one closing line per pair: name, peers, duration, bytes each way", async () => {
+  await using relay = await relayProc();
+  await reserve({ relay: relay.server, name: "closing" });
+  const { s, c } = await helperPair(relay, "closing");
+  using _s = s, _c = c;
+  await sendAndClose(c, s, "12345");
+  await sendAndClose(s, c, "123");
+  await relay.proc.waitErr(/Closed "closing"/);
+  const [closed] = logLines(relay.proc, /Closed "closing"/);
+  ok(
+    /Closed "closing": client "127\.0\.0\.1:\d+", server "127\.0\.0\.1:\d+", [\d.]+ s, 5 bytes up, 3 bytes down/
+      .test(closed),
+    closed,
+  );
+  // parking is logged at debug only
+  ok(!/Parked/.test(relay.proc.err), relay.proc.err);
+});
+
 Deno.test("relay process logs a refusal on one text line that names the name asked for", async () => {
   await using relay = await relayProc();
   await rejectsWith(
