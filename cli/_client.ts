@@ -17,11 +17,10 @@ import { type ClientOptions, connect } from "../client.ts";
 import { isV1Session } from "../helpers/_dial.ts";
 import { type Duplex, pipePair, pipeStream } from "../datapath/_pipe.ts";
 import { Source } from "../datapath/_source.ts";
-import { acceptAll } from "../datapath/_accept.ts";
+import { acceptAll, cannotListen } from "../datapath/_accept.ts";
 import { formatAddr } from "../protocol/_wire.ts";
 import {
   address,
-  listenError,
   parseFlags,
   runMain,
   seconds,
@@ -149,7 +148,7 @@ async function forward(
   try {
     listener = Deno.listen(at);
   } catch (e) {
-    throw listenError(at, e);
+    throw cannotListen(e, at);
   }
   const signal = stopSignal();
   signal.addEventListener("abort", () => listener.close());

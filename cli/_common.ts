@@ -135,24 +135,6 @@ export function reason(e: unknown): string {
   return String((e as Error)?.message ?? e).replace(/ \(os error \d+\)$/, "");
 }
 
-/** `Cannot listen on HOST:PORT: address in use`, from what `Deno.listen` threw. */
-export function listenError(
-  addr: { hostname: string; port: number },
-  e: unknown,
-): Error {
-  const why = e instanceof Deno.errors.AddrInUse
-    ? "address in use"
-    : e instanceof Deno.errors.AddrNotAvailable
-    ? "address not available"
-    : e instanceof Deno.errors.PermissionDenied
-    ? "permission denied"
-    : reason(e);
-  return new Error(
-    `Cannot listen on ${formatAddr({ transport: "tcp", ...addr })}: ${why}`,
-    { cause: e },
-  );
-}
-
 /** A number of seconds from a flag, in milliseconds. */
 export function seconds(flag: string, value: string | undefined): number {
   const n = Number(value);
