@@ -6,6 +6,10 @@
  * Wire-compatible with the seed Ruby-TCP-Relay (protocol v1), with FIFO
  * pairing, dead-connection detection, bounded handshakes and half-close.
  *
+ * This module holds the helpers (the server's and the client's side) and
+ * loads nothing of the relay; the relay itself is
+ * `import { serveRelay } from "jsr:@x/tcp-relay/relay"`.
+ *
  * @example A server and a client meeting at a relay
  * ```ts
  * import { accept, connect } from "jsr:@x/tcp-relay";
@@ -27,7 +31,9 @@ export {
   accept,
   type HelperOptions,
   listen,
+  type ListenerState,
   type ListenOptions,
+  type RelayAddress,
   type RelayConn,
   RelayListener,
   release,
@@ -36,12 +42,13 @@ export {
   type ServerOptions,
 } from "./server.ts";
 export { type ClientOptions, connect } from "./client.ts";
-export {
-  type Limits,
-  type NameOwners,
-  type Relay,
-  type RelayOptions,
-  type RelayStats,
-  serveRelay,
-} from "./relay.ts";
 export { RelayError, type RelayErrorCode } from "./protocol/_errors.ts";
+// The relay's types only: its code (`serveRelay`) is in "jsr:@x/tcp-relay/relay",
+// so that importing the helpers does not load the relay.
+export type {
+  Limits,
+  NameOwners,
+  Relay,
+  RelayOptions,
+  RelayStats,
+} from "./relay.ts";

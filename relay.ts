@@ -24,6 +24,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import { formatAddr } from "./protocol/_wire.ts";
+import { cannotListen } from "./datapath/_accept.ts";
 import type { PairInfo, RelayEvents } from "./engine/_events.ts";
 import {
   type Conn,
@@ -213,21 +214,6 @@ type Resolved =
   & Pick<RelayOptions, "tls">
   & { limits: Limits };
 
-/** `Cannot listen on 127.0.0.1:8010: address in use`, of the same class as `e`. */
-function cannotListen(e: unknown, hostname: string, port: number): unknown {
-  if (!(e instanceof Error)) return e;
-  const why = e instanceof Deno.errors.AddrInUse
-    ? "address in use"
-    : e instanceof Deno.errors.AddrNotAvailable
-    ? "address not available"
-    : e instanceof Deno.errors.PermissionDenied
-    ? "permission denied"
-    : e.message;
-  const addr = formatAddr({ transport: "tcp", hostname, port });
-  const E = e.constructor as ErrorConstructor;
-  return new E(`Cannot listen on ${addr}: ${why}`, { cause: e });
-}
-
 /** Owners kept in memory: open registration without a credentials store. */
 class MemoryOwners implements NameOwners {
   #owners = new Map<string, { secret: string }>();
@@ -273,7 +259,7 @@ export function serveRelay(options: RelayOptions = {}): Relay {
         ? Deno.listenTls({ hostname, port, ...tls })
         : Deno.listen({ hostname, port });
     } catch (e) {
-      throw cannotListen(e, hostname, port);
+      throw cannotListen(e, { hostname, port });
     }
   };
   let limits = o.limits;

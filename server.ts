@@ -20,7 +20,6 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
 import {
   checkOptions,
   type HelperOptions,
@@ -29,32 +28,21 @@ import {
   type Session,
   withRelay,
 } from "./helpers/_dial.ts";
+import {
+  type ListenerState,
+  type PoolOptions,
+  RelayListener,
+} from "./helpers/_listener.ts";
 import { proof } from "./protocol/_auth.ts";
 import { RelayError } from "./protocol/_errors.ts";
-import {
-  DEFAULT_HEARTBEAT,
-  formatAddr,
-  nameProblem,
-  parseHostPort,
-  Word,
-} from "./protocol/_wire.ts";
-import { pipePair } from "./datapath/_pipe.ts";
-import { Source } from "./datapath/_source.ts";
-import {
-  COMMON_OPTIONS,
-  integer,
-  parseFlags,
-  runMain,
-  setupLogging,
-  stopSignal,
-  TLS_OPTIONS,
-  tlsOptions,
-  UsageError,
-} from "./cli/_common.ts";
+import { DEFAULT_HEARTBEAT, formatAddr, Word } from "./protocol/_wire.ts";
 
-export type { HelperOptions, RelayConn } from "./helpers/_dial.ts";
-
-const log = getLogger(["tcp-relay", "server"]);
+export type {
+  HelperOptions,
+  RelayAddress,
+  RelayConn,
+} from "./helpers/_dial.ts";
+export { type ListenerState, RelayListener };
 
 /** Options of the server's helpers. */
 export interface ServerOptions extends HelperOptions {
@@ -98,16 +86,26 @@ function request(s: Session, command: string, options: ServerOptions): string {
 export function accept<O extends ServerOptions>(
   options: O,
 ): Promise<RelayConn<O>> {
+  return park(options) as Promise<RelayConn<O>>;
+}
+
+/** {@linkcode accept}, telling `parked()` once the connection waits at the relay. */
+function park(
+  options: ServerOptions,
+  parked?: () => void,
+): Promise<Deno.TcpConn | Deno.TlsConn> {
   return withRelay(options, "server", async (s) => {
     if (s.nonce === undefined) {
       await s.write(Word.CONNECT, options.name);
       s.deadline();
+      parked?.(); // as far as a v1 relay tells
       await s.expect(Word.CONNECTED);
     } else {
       await s.write(request(s, Word.CONNECT, options));
-      const parked = await s.read();
-      const m = /^PARKED(?: (\d+(?:\.\d+)?))?$/i.exec(parked);
-      if (!m) throw refusal(parked, s.where, options.name);
+      const answer = await s.read();
+      const m = /^PARKED(?: (\d+(?:\.\d+)?))?$/i.exec(answer);
+      if (!m) throw refusal(answer, s.where, options.name);
+      parked?.();
       const beat = (Number(m[1]) || DEFAULT_HEARTBEAT / 1000) * 1000;
       for (;;) {
         s.deadline(3 * beat); // two heartbeats missed, and some slack
@@ -121,7 +119,7 @@ export function accept<O extends ServerOptions>(
       s.deadline();
     }
     if ("setNoDelay" in s.conn) s.conn.setNoDelay(true);
-    return s.conn as RelayConn<O>;
+    return s.conn;
   });
 }
 
@@ -189,17 +187,22 @@ export interface ListenOptions extends ServerOptions {
   pool?: number;
   /** First pause before reconnecting to a relay that is away, in ms. Default `100`. */
   minBackoff?: number;
-  /** Longest pause between reconnections, in ms. Default `30000`. */
+  /**
+   * Longest pause between reconnections, in ms: a relay back after a restart
+   * is found again within about this long. Default `5000`.
+   */
   maxBackoff?: number;
 }
-
-export { RelayListener } from "./helpers/_listener.ts";
-import { RelayListener } from "./helpers/_listener.ts";
 
 /**
  * Keeps `pool` connections waiting at the relay under `name`, replaces each
  * one a client takes at once, and reconnects with exponential backoff and
  * jitter while the relay is away: a relay restart needs no server restart.
+ * The listener's `ready` resolves once a connection is parked, and its
+ * `state` and `lastError` tell whether the relay is reachable; a failure
+ * that retrying cannot mend (a wrong secret, a certificate not trusted, not
+ * a relay) rejects `ready`, ends the `for await` with the error and closes
+ * the listener. Leaving a `for await` early closes it too.
  *
  * @example Accepting clients until Ctrl-C
  * ```ts
@@ -215,102 +218,31 @@ import { RelayListener } from "./helpers/_listener.ts";
 export function listen<O extends ListenOptions>(
   options: O,
 ): RelayListener<RelayConn<O>> {
-  checkOptions(options);
+  const addr = checkOptions(options, "server");
   const pool = options.pool ?? 2;
   if (!Number.isInteger(pool) || pool < 1 || pool > 1000) {
     throw new RangeError(
       `options.pool must be a whole number from 1 to 1000, not ${pool}`,
     );
   }
+  for (const key of ["minBackoff", "maxBackoff"] as const) {
+    const ms = options[key];
+    if (ms !== undefined && !(typeof ms === "number" && ms >= 0)) {
+      throw new RangeError(`options.${key} must be a number of ms >= 0`);
+    }
+  }
+  const o: PoolOptions = { ...options, pool };
   return new RelayListener<RelayConn<O>>(
-    { ...options, pool },
-    (o) => accept(o) as Promise<RelayConn<O>>,
+    o,
+    formatAddr({ transport: "tcp", ...addr }),
+    (o, parked) => park(o, parked) as Promise<RelayConn<O>>,
   );
 }
 
-const USAGE = `tcp-relay server: exposes a local TCP service through a relay
-
-Usage: deno run -A jsr:@x/tcp-relay/server --relay HOST[:PORT] --name NAME --to HOST:PORT [options]
-
-Options:
-  --relay HOST[:PORT]   the relay (port default 8010)
-  --name NAME           the name clients ask for
-  --to HOST:PORT        the local service each client is connected to
-  --pool N              connections kept waiting at the relay (default 2)
-  --secret SECRET       the owner's secret of an owned name (protocol v2);
-                        or set TCP_RELAY_SECRET, which ps does not show
-  --tls                 reach the relay over TLS
-  --ca FILE             trust this certificate (PEM) for TLS
-  --log-level LEVEL     trace, debug, info, warning, error (default info)
-  --log-format FORMAT   text or json (default text)
-  -h, --help            show this help
-  -V, --version         show the version`;
-
+/** The executable: its code is loaded only when run, not by importing the library. */
 async function main(): Promise<never> {
-  const options = {
-    ...COMMON_OPTIONS,
-    relay: { type: "string" },
-    name: { type: "string" },
-    to: { type: "string" },
-    pool: { type: "string", default: "2" },
-    secret: { type: "string" },
-    ...TLS_OPTIONS,
-  } as const;
-  return await runMain(
-    USAGE,
-    () => parseFlags(Deno.args, options),
-    async (v) => {
-      for (const flag of ["relay", "name", "to"]) {
-        if (typeof v[flag] !== "string") {
-          throw new UsageError(
-            `--${flag} is required`,
-          );
-        }
-      }
-      const bad = nameProblem(v.name as string);
-      if (bad) throw new UsageError(`--name: ${bad}`);
-      let to: { hostname: string; port: number };
-      try {
-        to = parseHostPort(v.to as string);
-      } catch (e) {
-        throw new UsageError(`--to: ${(e as Error).message}`);
-      }
-      const pool = integer("pool", v.pool as string, 1, 1000);
-      await setupLogging(v["log-level"] as string, v["log-format"] as string);
-      const name = v.name as string;
-      const listener = listen({
-        relay: v.relay as string,
-        name,
-        pool,
-        secret: (v.secret as string | undefined) ??
-          Deno.env.get("TCP_RELAY_SECRET"),
-        ...tlsOptions(v),
-        signal: stopSignal(),
-      });
-      log.info("Offering {name} at {relay}, forwarding to {to}", {
-        name,
-        relay: v.relay,
-        to: `${to.hostname}:${to.port}`,
-      });
-      for await (const conn of listener) {
-        Deno.connect(to).then((local) => {
-          local.setNoDelay(true);
-          log.info("Client for {name} connected to {to}", {
-            name,
-            to: formatAddr(local.remoteAddr),
-          });
-          return pipePair(conn, new Source(conn), local, new Source(local));
-        }, (e) => {
-          log.warn("Cannot reach {to}: {error}", {
-            to: `${to.hostname}:${to.port}`,
-            error: String(e),
-          });
-          conn.close();
-        });
-      }
-      log.info("Stopped");
-    },
-  );
+  const { serverMain } = await import("./cli/_server.ts");
+  return await serverMain(Deno.args);
 }
 
 if (import.meta.main) main();

@@ -12,13 +12,23 @@ import {
   type LogLevel,
   type LogRecord,
 } from "@logtape/logtape";
-import { VERSION } from "../protocol/_wire.ts";
+import { formatAddr, parseHostPort, VERSION } from "../protocol/_wire.ts";
 
 /** A bad command line: the message is printed and the process exits 2. */
 export class UsageError extends Error {}
 
 const encoder = new TextEncoder();
-const LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"];
+/** The levels `--log-level` takes, least severe first. */
+export const LOG_LEVELS = [
+  "trace",
+  "debug",
+  "info",
+  "warning",
+  "error",
+  "fatal",
+];
+/** The levels for a `--help` text: "trace, debug, info, warning, error, fatal". */
+export const LOG_LEVELS_TEXT = LOG_LEVELS.join(", ");
 
 /** The options every executable takes besides its own. */
 export const COMMON_OPTIONS = {
@@ -47,22 +57,82 @@ export function tlsOptions(
   }
 }
 
-/** Parses `args` strictly; unknown flags and stray words are {@linkcode UsageError}s. */
+/**
+ * Parses `args` strictly; unknown flags, stray words and a flag given twice
+ * (`--name a --name b`, `--tls --no-tls`) are {@linkcode UsageError}s, except
+ * for options declared `multiple`.
+ */
 export function parseFlags<O extends NonNullable<ParseArgsConfig["options"]>>(
   args: string[],
   options: O,
 ) {
+  let parsed;
   try {
-    return parseArgs({
+    parsed = parseArgs({
       args,
       options,
       strict: true,
       allowPositionals: false,
       allowNegative: true,
-    }).values;
+      tokens: true,
+    });
   } catch (e) {
     throw new UsageError((e as Error).message.replace(/\.$/, ""));
   }
+  const seen = new Set<string>();
+  for (const token of parsed.tokens) {
+    if (token.kind !== "option") continue;
+    const name = !(token.name in options) && token.name.startsWith("no-")
+      ? token.name.slice(3)
+      : token.name;
+    if ((options[name] as { multiple?: boolean })?.multiple) continue;
+    if (seen.has(name)) {
+      throw new UsageError(`--${name} is given more than once`);
+    }
+    seen.add(name);
+  }
+  return parsed.values;
+}
+
+/**
+ * `HOST:PORT` (or `[HOST:]PORT` with `hostOptional`, host 127.0.0.1) from a
+ * flag, with a port from 1 to 65535; `defaultPort` makes the port optional
+ * (`HOST[:PORT]`). A bad value is a {@linkcode UsageError} showing the form.
+ */
+export function address(
+  flag: string,
+  value: string,
+  form: { defaultPort?: number; hostOptional?: boolean } = {},
+): { hostname: string; port: number } {
+  const shape = form.hostOptional
+    ? "[HOST:]PORT"
+    : form.defaultPort !== undefined
+    ? "HOST[:PORT]"
+    : "HOST:PORT";
+  const m = /^(?:(?:\[([^\]]+)\]|([^:\[\]]*)):)?(\d{1,5})$/.exec(value);
+  const bad = () =>
+    new UsageError(
+      `--${flag} takes ${shape} with a port from 1 to 65535, not "${value}"`,
+    );
+  if (form.hostOptional) {
+    if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) throw bad();
+    return { hostname: m[1] ?? (m[2] || "127.0.0.1"), port: Number(m[3]) };
+  }
+  let addr;
+  try {
+    addr = parseHostPort(value, form.defaultPort);
+  } catch {
+    throw bad();
+  }
+  if (addr.port < 1 || !/[^\s]/.test(value) || value.includes("[]")) {
+    throw bad();
+  }
+  return addr;
+}
+
+/** What an error says, without Deno's " (os error N)". */
+export function reason(e: unknown): string {
+  return String((e as Error)?.message ?? e).replace(/ \(os error \d+\)$/, "");
 }
 
 /** A number of seconds from a flag, in milliseconds. */
@@ -144,9 +214,9 @@ export async function setupLogging(
   level: string | undefined,
   format: string | undefined,
 ): Promise<void> {
-  if (!LEVELS.includes(level ?? "")) {
+  if (!LOG_LEVELS.includes(level ?? "")) {
     throw new UsageError(
-      `--log-level takes one of ${LEVELS.join(", ")}, not "${level}"`,
+      `--log-level takes one of ${LOG_LEVELS_TEXT}, not "${level}"`,
     );
   }
   if (format !== "text" && format !== "json") {

@@ -8,8 +8,31 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { formatAddr } from "../protocol/_wire.ts";
 
 const log = getLogger(["tcp-relay", "accept"]);
+
+/**
+ * `Cannot listen on 127.0.0.1:8010: address in use`, from what
+ * `Deno.listen` threw for `addr`: an error of the same class, with the
+ * original as its cause.
+ */
+export function cannotListen(
+  e: unknown,
+  addr: { hostname: string; port: number },
+): Error {
+  if (!(e instanceof Error)) return new Error(String(e));
+  const why = e instanceof Deno.errors.AddrInUse
+    ? "address in use"
+    : e instanceof Deno.errors.AddrNotAvailable
+    ? "address not available"
+    : e instanceof Deno.errors.PermissionDenied
+    ? "permission denied"
+    : e.message.replace(/ \(os error \d+\)$/, "");
+  const where = formatAddr({ transport: "tcp", ...addr });
+  const E = e.constructor as ErrorConstructor;
+  return new E(`Cannot listen on ${where}: ${why}`, { cause: e });
+}
 
 /** Waits `ms`, or less if `signal` aborts (no timer is left behind). */
 export function pause(ms: number, signal?: AbortSignal): Promise<void> {

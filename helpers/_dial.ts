@@ -2,17 +2,24 @@
  * The helpers' side of a handshake: dial the relay (TCP or TLS), negotiate
  * protocol v2 or fall back to v1 for a seed relay, and read the relay's lines
  * one byte at a time (so the connection handed to the user holds every byte
- * of application data), bounded by a timeout and an AbortSignal.
+ * of application data), bounded by a timeout and an AbortSignal from the
+ * first SYN to the relay's last answer.
+ *
+ * A v2 dial sends `HELLO 2` at once, without waiting for the relay's
+ * greeting: one round trip fewer, and a TLS relay, hearing plain bytes,
+ * closes at once instead of waiting for a handshake. A v1 (seed) relay reads
+ * the line as a command or a name and answers as it did before.
  *
  * @module
  */
 
 import { getLogger } from "@logtape/logtape";
-import { RelayError, type RelayErrorCode } from "../protocol/_errors.ts";
+import { RelayError } from "../protocol/_errors.ts";
 import {
   DEFAULT_CLIENT_PORT,
   DEFAULT_HELPER_TIMEOUT,
   DEFAULT_SERVER_PORT,
+  formatAddr,
   HELLO_V2,
   line,
   nameProblem,
@@ -21,27 +28,48 @@ import {
   Word,
   writeAll,
 } from "../protocol/_wire.ts";
+import {
+  isTlsRecord,
+  noGreeting,
+  refusal,
+  speaksTls,
+  tlsFailure,
+  wrongPort,
+} from "./_hints.ts";
+
+export { refusal } from "./_hints.ts";
 
 const log = getLogger(["tcp-relay", "helper"]);
+
+/** Where a relay is: `HOST`, `HOST:PORT` or `[::1]:PORT`, or an address. */
+export type RelayAddress = string | Deno.NetAddr | {
+  hostname: string;
+  port: number;
+};
 
 /** Options every helper takes. */
 export interface HelperOptions {
   /**
-   * The relay, as `HOST` or `HOST:PORT` (`[::1]:PORT` for IPv6). The port
+   * The relay, as `HOST` or `HOST:PORT` (`[::1]:PORT` for IPv6), or as an
+   * address (`{ hostname, port }`, such as a `Deno.NetAddr`). The port
    * defaults to 8010 for servers and 9010 for clients.
    */
-  relay: string;
+  relay: RelayAddress;
   /** The name offered or asked for: 1 to 200 visible ASCII characters, no spaces. */
   name: string;
   /** Connect to the relay over TLS. Default `false`. */
   tls?: boolean;
-  /** Certificates (PEM) to trust for TLS besides the system's. */
+  /**
+   * Certificates to trust for TLS besides the system's, as PEM text (the
+   * contents of the files, not their paths). Default none.
+   */
   caCerts?: string[];
   /** Aborting it closes the connection and rejects with `signal.reason`. */
   signal?: AbortSignal;
   /**
-   * How long the relay may take to answer, in ms (a server waiting to be
-   * paired waits without limit, watched by heartbeats). Default `15000`.
+   * How long the dial may take, in ms: the TCP connect, the TLS handshake
+   * and the relay's answers (a server waiting to be paired then waits
+   * without limit, watched by heartbeats). Default `15000`.
    */
   timeout?: number;
 }
@@ -71,51 +99,51 @@ export interface Session {
   deadline(ms?: number): void;
 }
 
-const CODES: Record<string, RelayErrorCode> = {
-  [Word.NOEXIST]: "NOEXIST",
-  [Word.OFFLINE]: "OFFLINE",
-  [Word.USED]: "USED",
-  [Word.UNKNOWN_COMMAND]: "UNKNOWN_COMMAND",
-  AUTH: "AUTH",
-  LIMIT: "LIMIT",
-  RATE: "LIMIT",
-  TIMEOUT: "TIMEOUT",
-};
+/** The longest wait for the relay's greeting, in ms (within `timeout`). */
+const GREETING_TIMEOUT = 5_000;
 
-/** The error for an unexpected `reply` from the relay at `where`. */
-export function refusal(
-  reply: string,
-  where: string,
-  name: string,
-): RelayError {
-  const error = /^ERROR (\S+) ?(.*)$/i.exec(reply);
-  if (error) {
-    return new RelayError(
-      CODES[error[1].toUpperCase()] ?? "PROTOCOL",
-      `Relay ${where} refused: ${error[2] || error[1]}`,
+/** The relay's address from `relay`; TypeError/RangeError when bad. */
+export function relayAddr(
+  relay: RelayAddress,
+  role: "server" | "client",
+): { hostname: string; port: number } {
+  if (typeof relay === "string") {
+    const addr = parseHostPort(
+      relay,
+      role === "server" ? DEFAULT_SERVER_PORT : DEFAULT_CLIENT_PORT,
+    );
+    if (addr.port === 0) {
+      throw new RangeError(`options.relay has port 0: "${relay}"`);
+    }
+    return addr;
+  }
+  if (typeof relay?.hostname !== "string" || relay.port === undefined) {
+    throw new TypeError(
+      "options.relay must be a string like host:port or a { hostname, port }",
     );
   }
-  const code = CODES[reply.toUpperCase()] ?? "PROTOCOL";
-  const what: Record<string, string> = {
-    NOEXIST: `No name "${name}" at relay ${where}`,
-    OFFLINE: `No server for "${name}" at relay ${where}`,
-    USED: `Name "${name}" is already reserved at relay ${where}`,
-    UNKNOWN_COMMAND: `Relay ${where} does not know the command`,
-  };
-  return new RelayError(
-    code,
-    what[code] ??
-      `Unexpected answer from relay ${where}: ${
-        JSON.stringify(reply.slice(0, 80))
-      }`,
-  );
+  if (!Number.isInteger(relay.port) || relay.port < 1 || relay.port > 65535) {
+    throw new RangeError(
+      `options.relay.port must be a whole number from 1 to 65535, not ${relay.port}`,
+    );
+  }
+  return { hostname: relay.hostname || "127.0.0.1", port: relay.port };
 }
 
-/** Checks the options every helper takes; TypeError/RangeError when bad. */
-export function checkOptions(options: HelperOptions): void {
-  if (typeof options?.relay !== "string") {
-    throw new TypeError("options.relay must be a string like host:port");
+/**
+ * Checks the options every helper takes and returns the relay's address;
+ * TypeError/RangeError when bad.
+ */
+export function checkOptions(
+  options: HelperOptions,
+  role: "server" | "client",
+): { hostname: string; port: number } {
+  if (options?.relay === undefined || options.relay === null) {
+    throw new TypeError(
+      "options.relay must be a string like host:port or a { hostname, port }",
+    );
   }
+  const addr = relayAddr(options.relay, role);
   if (typeof options.name !== "string") {
     throw new TypeError("options.name must be a string");
   }
@@ -125,11 +153,29 @@ export function checkOptions(options: HelperOptions): void {
     options.timeout !== undefined &&
     !(typeof options.timeout === "number" && options.timeout > 0)
   ) throw new RangeError("options.timeout must be a number of ms > 0");
+  if (
+    options.caCerts !== undefined &&
+    !(Array.isArray(options.caCerts) &&
+      options.caCerts.every((c) => typeof c === "string"))
+  ) throw new TypeError("options.caCerts must be an array of PEM strings");
+  return addr;
 }
 
 /** Relays that answered `HELLO 2` as a v1 relay does, and when. */
 const v1Relays = new Map<string, number>();
 const V1_MEMORY = 5 * 60_000;
+
+/** Connections handed out after a v1 handshake (a seed relay). */
+const v1Conns = new WeakSet<Deno.Conn>();
+
+/**
+ * Whether `conn` came from a helper that spoke protocol v1 with the relay,
+ * which is then a seed relay: one that closes both sides when one side ends,
+ * so that a half-close loses the answer.
+ */
+export function isV1Session(conn: Deno.Conn): boolean {
+  return v1Conns.has(conn);
+}
 
 class FallBack extends Error {}
 
@@ -138,36 +184,86 @@ class FallBack extends Error {}
  * (or, against a v1 relay, dials again and speaks v1), and runs `body` (the
  * connection stays open unless `body` closes it). On failure the connection
  * is closed and the error becomes a {@linkcode RelayError}, or
- * `signal.reason` on abort.
+ * `signal.reason` on abort. `timeout` bounds both dials together.
  */
 export async function withRelay<T>(
   options: HelperOptions,
   role: "server" | "client",
   body: (session: Session) => Promise<T>,
 ): Promise<T> {
-  checkOptions(options);
-  const addr = parseHostPort(
-    options.relay,
-    role === "server" ? DEFAULT_SERVER_PORT : DEFAULT_CLIENT_PORT,
-  );
-  const where = `${addr.hostname}:${addr.port}`;
+  const addr = checkOptions(options, role);
+  const where = formatAddr({ transport: "tcp", ...addr });
   const key = `${role} ${where} ${options.tls ? "tls" : "tcp"}`;
+  const end = Date.now() + (options.timeout ?? DEFAULT_HELPER_TIMEOUT);
   const since = v1Relays.get(key);
   if (since === undefined || Date.now() - since > V1_MEMORY) {
     try {
-      return await dial(options, addr, where, role, true, body);
+      return await dial(options, addr, where, role, end, true, body);
     } catch (e) {
       if (!(e instanceof FallBack)) throw e;
       v1Relays.set(key, Date.now());
       log.info(
-        "Relay {relay} speaks protocol v1 only: owned and private names are not available",
-        {
-          relay: where,
-        },
+        "Relay {relay} speaks protocol v1 only: owned and private names are not available, and one side's end closes both",
+        { relay: where },
       );
     }
   }
-  return await dial(options, addr, where, role, false, body);
+  return await dial(options, addr, where, role, end, false, async (s) => {
+    const result = await body(s);
+    v1Conns.add(s.conn);
+    return result;
+  });
+}
+
+/** How far a dial got, for the messages of a timeout. */
+type Phase = "connect" | "tls" | "greeting" | "answer";
+
+/**
+ * Opens the TCP connection, then TLS over it; `signal` aborts either.
+ * `opened` hears of each connection as soon as it exists, and the phase.
+ */
+async function open(
+  options: HelperOptions,
+  addr: { hostname: string; port: number },
+  where: string,
+  signal: AbortSignal,
+  opened: (conn: Conn, phase: Phase) => void,
+): Promise<Conn> {
+  let tcp: Deno.TcpConn;
+  try {
+    tcp = await Deno.connect({ ...addr, signal });
+  } catch (e) {
+    if (signal.aborted) throw e;
+    const why = String((e as Error)?.message ?? e)
+      .replace(/ \(os error \d+\)$/, "").toLowerCase();
+    throw new RelayError(
+      "UNREACHABLE",
+      `Cannot reach relay at ${where}: ${why}`,
+      {
+        cause: e,
+      },
+    );
+  }
+  if (!options.tls) {
+    opened(tcp, "greeting");
+    return tcp;
+  }
+  opened(tcp, "tls");
+  // Before TLS: Deno's TlsConn has no setNoDelay of its own.
+  tcp.setNoDelay(true);
+  const conn = await Deno.startTls(tcp, {
+    hostname: addr.hostname,
+    caCerts: options.caCerts,
+  });
+  opened(conn, "tls");
+  try {
+    await conn.handshake();
+  } catch (e) {
+    if (signal.aborted) throw e;
+    throw tlsFailure(e, where);
+  }
+  opened(conn, "greeting");
+  return conn;
 }
 
 async function dial<T>(
@@ -175,71 +271,69 @@ async function dial<T>(
   addr: { hostname: string; port: number },
   where: string,
   role: "server" | "client",
+  end: number,
   v2: boolean,
   body: (session: Session) => Promise<T>,
 ): Promise<T> {
   const { signal } = options;
   signal?.throwIfAborted();
-  let conn: Conn;
-  try {
-    conn = options.tls
-      ? await Deno.connectTls({ ...addr, caCerts: options.caCerts })
-      : await Deno.connect({ ...addr, signal });
-  } catch (e) {
-    signal?.throwIfAborted();
-    throw new RelayError("UNREACHABLE", `Cannot reach relay at ${where}`, {
-      cause: e,
-    });
-  }
+  const tls = !!options.tls;
+  const stop = new AbortController();
+  let conn: Conn | undefined;
   let timedOut = false;
   const close = () => {
+    stop.abort();
     try {
-      conn.close();
+      conn?.close();
     } catch {
       // closed already
     }
   };
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const session: Session = {
-    conn,
-    where,
-    async read() {
-      const text = await readLineExact(conn);
-      if (text === null) {
-        throw new RelayError("CLOSED", `Relay ${where} closed the connection`);
-      }
-      return text;
-    },
-    async write(...lines) {
-      await writeAll(conn, line(lines.join("\n")));
-    },
-    async expect(word) {
-      const got = await session.read();
-      if (got.toUpperCase() !== word) throw refusal(got, where, options.name);
-    },
-    deadline(ms) {
-      clearTimeout(timer);
-      timer = ms === undefined ? undefined : setTimeout(() => {
-        timedOut = true;
-        close();
-      }, ms);
-    },
+  const deadline = (ms?: number) => {
+    clearTimeout(timer);
+    timer = ms === undefined ? undefined : setTimeout(() => {
+      timedOut = true;
+      close();
+    }, Math.max(0, ms));
   };
-  session.deadline(options.timeout ?? DEFAULT_HELPER_TIMEOUT);
+  deadline(end - Date.now());
   signal?.addEventListener("abort", close);
+  let phase = "connect" as Phase;
   try {
-    if (options.tls) {
-      await (conn as Deno.TlsConn).handshake().catch((e) => {
-        throw new RelayError(
-          "UNREACHABLE",
-          `TLS with relay at ${where} failed: ${e.message}`,
-          { cause: e },
-        );
-      });
-    }
-    await session.expect(role === "server" ? Word.SERVER : Word.CLIENT);
+    conn = await open(options, addr, where, stop.signal, (c, p) => {
+      conn = c;
+      phase = p;
+    });
+    const session: Session = {
+      conn,
+      where,
+      async read() {
+        const text = await readLineExact(conn!);
+        if (text === null) {
+          throw new RelayError(
+            "CLOSED",
+            `Relay ${where} closed the connection`,
+          );
+        }
+        return text;
+      },
+      async write(...lines) {
+        await writeAll(conn!, line(lines.join("\n")));
+      },
+      async expect(word) {
+        const got = await session.read();
+        if (got.toUpperCase() !== word) throw refusal(got, where, options.name);
+      },
+      deadline,
+    };
+    // Pipelined: sent before the greeting arrives (see the module doc).
+    const hello = v2 ? session.write(HELLO_V2) : Promise.resolve();
+    hello.catch(() => {}); // a failed write shows in the reads below
+    await greeting(session, role, tls, end);
+    phase = "answer";
     if (v2) {
-      await session.write(HELLO_V2);
+      await hello;
       const reply = await session.read();
       if (reply.toUpperCase().startsWith(`${HELLO_V2} `)) {
         session.nonce = reply.slice(HELLO_V2.length + 1);
@@ -253,9 +347,18 @@ async function dial<T>(
     if (e instanceof FallBack) throw e;
     signal?.throwIfAborted();
     if (timedOut) {
-      throw new RelayError("TIMEOUT", `Relay ${where} did not answer in time`);
+      if (phase === "greeting") throw noGreeting(where, tls, "TIMEOUT");
+      throw new RelayError(
+        "TIMEOUT",
+        phase === "connect"
+          ? `Cannot reach relay at ${where} in time`
+          : phase === "tls"
+          ? `TLS with relay at ${where} did not finish in time`
+          : `Relay ${where} did not answer in time`,
+      );
     }
     if (e instanceof RelayError) throw e;
+    if (phase === "greeting") throw noGreeting(where, tls, "CLOSED", e);
     throw new RelayError(
       "CLOSED",
       `Connection to relay ${where} failed: ${e}`,
@@ -265,4 +368,35 @@ async function dial<T>(
     clearTimeout(timer);
     signal?.removeEventListener("abort", close);
   }
+}
+
+/**
+ * Reads the relay's greeting (`SERVER` or `CLIENT`) within
+ * {@linkcode GREETING_TIMEOUT}, and tells the other port and TLS apart.
+ */
+async function greeting(
+  s: Session,
+  role: "server" | "client",
+  tls: boolean,
+  end: number,
+): Promise<void> {
+  const left = end - Date.now();
+  if (left > GREETING_TIMEOUT) s.deadline(GREETING_TIMEOUT);
+  let got: string;
+  try {
+    got = await s.read();
+  } catch (e) {
+    if (e instanceof RelayError && e.code === "CLOSED") {
+      throw noGreeting(s.where, tls, "CLOSED");
+    }
+    throw e;
+  }
+  if (left > GREETING_TIMEOUT) s.deadline(end - Date.now());
+  const want = role === "server" ? Word.SERVER : Word.CLIENT;
+  const other = role === "server" ? Word.CLIENT : Word.SERVER;
+  const word = got.toUpperCase();
+  if (word === want) return;
+  if (word === other) throw wrongPort(s.where, role);
+  if (!tls && isTlsRecord(got)) throw speaksTls(s.where);
+  throw refusal(got, s.where, "");
 }

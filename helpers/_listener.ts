@@ -1,17 +1,24 @@
 /**
  * The listener behind `listen()`: a pool of connections kept waiting at the
  * relay, each replaced as soon as a client takes it, with reconnection by
- * exponential backoff and full jitter while the relay is away.
+ * exponential backoff and full jitter while the relay is away, and a state
+ * that tells whether it is parked.
  *
  * @module
  */
 
 import { getLogger } from "@logtape/logtape";
 import type { HelperOptions } from "./_dial.ts";
+import { isPermanent } from "./_hints.ts";
 import { pause } from "../datapath/_accept.ts";
 import { RelayError } from "../protocol/_errors.ts";
 
 const log = getLogger(["tcp-relay", "server"]);
+
+/** Longest pause between reconnections by default, in ms. */
+export const DEFAULT_MAX_BACKOFF = 5_000;
+/** First pause before reconnecting by default, in ms. */
+export const DEFAULT_MIN_BACKOFF = 100;
 
 /** What the listener needs of `listen()`'s options. */
 export interface PoolOptions extends HelperOptions {
@@ -21,23 +28,44 @@ export interface PoolOptions extends HelperOptions {
   maxBackoff?: number;
 }
 
-/** Failures that retrying cannot mend: the relay refuses what we ask. */
-function isPermanent(e: unknown): boolean {
-  return e instanceof RelayError &&
-    (e.code === "UNKNOWN_COMMAND" || e.code === "PROTOCOL" ||
-      e.code === "AUTH");
-}
+/**
+ * Where a {@linkcode RelayListener} stands:
+ * - `"connecting"`: nothing parked yet, no failure yet;
+ * - `"parked"`: a connection is waiting at the relay for a client (or the
+ *   last attempt parked one);
+ * - `"retrying"`: the relay cannot be reached or refused, nothing is parked,
+ *   and the listener is waiting to try again ({@linkcode RelayListener.lastError}
+ *   tells why);
+ * - `"failed"`: a failure that retrying cannot mend (a wrong secret, a
+ *   certificate not trusted, not a relay); the listener is closed;
+ * - `"closed"`: closed by `close()`, the signal, or the end of a `for await`.
+ */
+export type ListenerState =
+  | "connecting"
+  | "parked"
+  | "retrying"
+  | "failed"
+  | "closed";
+
+/** One attempt: resolves with a paired connection; calls `parked()` once waiting at the relay. */
+export type ParkOne<C> = (
+  options: PoolOptions,
+  parked: () => void,
+) => Promise<C>;
 
 /**
  * Clients of a name, as paired `Deno.TcpConn`s: iterate it, or call
  * {@linkcode RelayListener.accept}; {@linkcode RelayListener.close} ends a
- * `for await` cleanly. Made by `listen()`.
+ * `for await` cleanly, and leaving a `for await` (`break`, `return`, an
+ * exception) closes the listener, as with `Deno.listen`. Made by `listen()`.
  *
- * @example Taking clients one by one
+ * @example Waiting until it is parked, then taking clients one by one
  * ```ts
  * import { listen } from "jsr:@x/tcp-relay";
  *
  * using listener = listen({ relay: "relay.example.com", name: "echo", pool: 4 });
+ * await listener.ready; // rejects if the relay refuses for good
+ * console.log(listener.state); // "parked"
  * const conn = await listener.accept();
  * conn.close();
  * ```
@@ -45,29 +73,60 @@ function isPermanent(e: unknown): boolean {
 export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
   implements AsyncIterable<C>, Disposable, AsyncDisposable {
   #options: PoolOptions;
-  #accept: (o: PoolOptions) => Promise<C>;
+  #where: string;
+  #park: ParkOne<C>;
   #ac = new AbortController();
-  #ready: C[] = [];
+  #queue: C[] = [];
   #takers: PromiseWithResolvers<C>[] = [];
   #room: (() => void)[] = [];
   #error: unknown;
   #slots: Promise<void>[];
+  #state: ListenerState = "connecting";
+  #lastError: unknown;
+  #warned = "";
+  #parkedNow = 0;
+  #ready = Promise.withResolvers<void>();
 
   /** Used by `listen()`; not meant to be called directly. */
-  constructor(
-    options: PoolOptions,
-    accept: (o: PoolOptions) => Promise<C>,
-  ) {
+  constructor(options: PoolOptions, where: string, park: ParkOne<C>) {
     this.#options = options;
-    this.#accept = accept;
+    this.#where = where;
+    this.#park = park;
+    this.#ready.promise.catch(() => {}); // only a caller who awaits it hears
     const { signal } = options;
-    if (signal?.aborted) this.close();
     const onAbort = () => this.close();
     signal?.addEventListener("abort", onAbort, { once: true });
     this.#ac.signal.addEventListener("abort", () => {
       signal?.removeEventListener("abort", onAbort);
     });
-    this.#slots = Array.from({ length: options.pool }, () => this.#slot());
+    this.#slots = signal?.aborted
+      ? []
+      : Array.from({ length: options.pool }, () => this.#slot());
+    if (signal?.aborted) this.close();
+  }
+
+  /**
+   * Resolves once a connection is parked at the relay for the first time;
+   * rejects with a {@linkcode RelayError} if the listener fails for good
+   * (state `"failed"`) or is closed before. Against a relay that is down it
+   * waits (state `"retrying"`) until the relay is back.
+   */
+  get ready(): Promise<void> {
+    return this.#ready.promise;
+  }
+
+  /** Where the listener stands: see {@linkcode ListenerState}. */
+  get state(): ListenerState {
+    return this.#state;
+  }
+
+  /**
+   * The last failure to reach or be parked at the relay (a
+   * {@linkcode RelayError}), while `"retrying"` or `"failed"`; `undefined`
+   * once parked again.
+   */
+  get lastError(): unknown {
+    return this.#lastError;
   }
 
   get #closed(): boolean {
@@ -75,54 +134,87 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
   }
 
   async #slot(): Promise<void> {
-    const min = this.#options.minBackoff ?? 100;
-    const max = this.#options.maxBackoff ?? 30_000;
+    const min = this.#options.minBackoff ?? DEFAULT_MIN_BACKOFF;
+    const max = this.#options.maxBackoff ?? DEFAULT_MAX_BACKOFF;
     let failures = 0;
     while (!this.#closed) {
-      if (this.#ready.length >= this.#options.pool) {
+      if (this.#queue.length >= this.#options.pool) {
         await new Promise<void>((r) => this.#room.push(r));
         continue;
       }
+      let parked = false;
       try {
-        const conn = await this.#accept({
-          ...this.#options,
-          signal: this.#ac.signal,
-        });
+        const conn = await this.#park(
+          { ...this.#options, signal: this.#ac.signal },
+          () => {
+            parked = true;
+            this.#parkedNow++;
+            this.#onParked();
+          },
+        );
+        if (parked) this.#parkedNow--;
         failures = 0;
         this.#deliver(conn);
       } catch (e) {
+        if (parked) this.#parkedNow--;
         if (this.#closed) return;
         if (isPermanent(e)) return this.#fail(e);
         const ms = Math.min(max, min * 2 ** failures++) * Math.random();
-        log.warn(
-          "Relay connection for {name} failed ({error}); retrying in {ms} ms",
-          {
-            name: this.#options.name,
-            error: String((e as Error)?.message ?? e),
-            ms: Math.round(ms),
-          },
-        );
+        this.#onFailure(e, ms);
         await pause(ms, this.#ac.signal);
       }
     }
+  }
+
+  #onParked(): void {
+    this.#lastError = undefined;
+    this.#warned = "";
+    if (this.#state === "parked" || this.#closed) return;
+    this.#state = "parked";
+    log.info("Parked at relay {relay} as {name} (pool {pool})", {
+      relay: this.#where,
+      name: this.#options.name,
+      pool: this.#options.pool,
+    });
+    this.#ready.resolve();
+  }
+
+  #onFailure(e: unknown, ms: number): void {
+    this.#lastError = e;
+    if (this.#parkedNow === 0) this.#state = "retrying";
+    const error = String((e as Error)?.message ?? e);
+    // one warning per kind of failure; each retry after it at debug
+    const level = error === this.#warned ? "debug" : "warn";
+    this.#warned = error;
+    log[level](
+      "Relay connection for {name} failed ({error}); retrying in {ms} ms",
+      { name: this.#options.name, error, ms: Math.round(ms) },
+    );
   }
 
   #deliver(conn: C): void {
     if (this.#closed) return conn.close();
     const taker = this.#takers.shift();
     if (taker) taker.resolve(conn);
-    else this.#ready.push(conn);
+    else this.#queue.push(conn);
   }
 
   #fail(e: unknown): void {
-    this.#error ??= e;
-    for (const t of this.#takers.splice(0)) t.reject(e);
+    if (this.#closed) return;
+    this.#error = e;
+    this.#lastError = e;
+    this.#state = "failed";
+    log.error("Stopped offering {name} at {relay}: {error}", {
+      name: this.#options.name,
+      relay: this.#where,
+      error: String((e as Error)?.message ?? e),
+    });
     this.close();
   }
 
   /** Waits for the next client; rejects once the listener is closed or failed. */
   accept(): Promise<C> {
-    const conn = this.#ready.shift();
+    const conn = this.#queue.shift();
     if (conn) {
       this.#room.shift()?.();
       return Promise.resolve(conn);
@@ -139,11 +231,13 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
   /** Closes the waiting connections; a `for await` over the listener ends. */
   close(): void {
     if (this.#closed) return;
+    if (this.#state !== "failed") this.#state = "closed";
     this.#ac.abort();
-    for (const c of this.#ready.splice(0)) c.close();
+    for (const c of this.#queue.splice(0)) c.close();
     for (const r of this.#room.splice(0)) r();
     const closed = new RelayError("CLOSED", "Listener closed");
     for (const t of this.#takers.splice(0)) t.reject(this.#error ?? closed);
+    this.#ready.reject(this.#error ?? closed);
   }
 
   /** Closes the listener and waits until its connections are gone. */
@@ -157,15 +251,24 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
     this.close();
   }
 
-  /** Yields each client until the listener is closed; throws if it failed. */
+  /**
+   * Yields each client until the listener is closed; throws if it failed.
+   * Leaving the loop early closes the listener.
+   */
   async *[Symbol.asyncIterator](): AsyncIterator<C> {
-    for (;;) {
-      try {
-        yield await this.accept();
-      } catch (e) {
-        if (this.#closed && !this.#error) return;
-        throw e;
+    try {
+      for (;;) {
+        let conn: C;
+        try {
+          conn = await this.accept();
+        } catch (e) {
+          if (this.#closed && !this.#error) return;
+          throw e;
+        }
+        yield conn;
       }
+    } finally {
+      this.close();
     }
   }
 }

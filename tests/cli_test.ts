@@ -12,6 +12,7 @@ import {
   bytes,
   echoService,
   freePort,
+  freePorts,
   helperPair,
   readAll,
   rejectsWith,
@@ -20,8 +21,9 @@ import {
   startRelay,
   tempDir,
   text,
+  until,
 } from "./_helpers.ts";
-import { clientTs, type Proc, relayProc, run, serverTs } from "./_proc.ts";
+import { clientTs, Proc, relayProc, run, serverTs } from "./_proc.ts";
 import { getTextFormatter, type LogRecord } from "@logtape/logtape";
 import { textLine } from "../cli/_common.ts";
 import { LOG_LEVELS, SETTINGS } from "../engine/_settings.ts";
@@ -144,6 +146,24 @@ Deno.test("relay process pairs a server with a client and logs the pairing with 
   await sendAndClose(s, c, "pong");
   await relay.proc.waitErr(/Paired.*cli-pair/);
   assertEquals(logLines(relay.proc, /Paired/).length, 1);
+});
+
+Deno.test("relay process logs one closing line per pair: name, peers, duration, bytes each way", async () => {
+  await using relay = await relayProc();
+  await reserve({ relay: relay.server, name: "closing" });
+  const { s, c } = await helperPair(relay, "closing");
+  using _s = s, _c = c;
+  await sendAndClose(c, s, "12345");
+  await sendAndClose(s, c, "123");
+  await relay.proc.waitErr(/Closed "closing"/);
+  const [closed] = logLines(relay.proc, /Closed "closing"/);
+  ok(
+    /Closed "closing": client "127\.0\.0\.1:\d+", server "127\.0\.0\.1:\d+", [\d.]+ s, 5 bytes up, 3 bytes down/
+      .test(closed),
+    closed,
+  );
+  // parking is logged at debug only
+  ok(!/Parked/.test(relay.proc.err), relay.proc.err);
 });
 
 Deno.test("relay process logs a refusal on one text line that names the name asked for", async () => {
@@ -368,8 +388,12 @@ Deno.test("relay.ts with equal --server-port and --client-port exits 2 (0 for bo
     r.stderr,
   );
   ok(r.stderr.includes("Usage:"), r.stderr);
-  await using relay = await relayProc("--server-port=0", "--client-port=0");
-  ok(relay.proc.err.includes("Relay listening"));
+  await using relay = Proc.deno("relay.ts", [
+    "--host=127.0.0.1",
+    "--server-port=0",
+    "--client-port=0",
+  ]);
+  await relay.waitErr(/Relay listening/);
 });
 
 Deno.test("Ctrl-C with pairs open logs the drain; a second Ctrl-C stops at once", async () => {
@@ -390,4 +414,234 @@ Deno.test("Ctrl-C with pairs open logs the drain; a second Ctrl-C stops at once"
   assertEquals(status.code, 130, relay.proc.err);
   ok(/Stopping now: 2 pairs cut/.test(relay.proc.err), relay.proc.err);
   assertEquals(text(await readAll(first.c)), "");
+});
+
+Deno.test("server.ts warns at start when nothing answers at --to; client.ts --stdio then exits 1 saying the server closed before sending anything", async () => {
+  await using relay = startRelay();
+  await reserve({ relay: relay.server, name: "nothing" });
+  const closed = freePort();
+  await using server = serverTs(
+    relay.server,
+    "nothing",
+    `127.0.0.1:${closed}`,
+  );
+  await server.waitErr(
+    new RegExp(`Nothing answers at --to "?127.0.0.1:${closed}`),
+  );
+  await server.waitErr(/Parked at relay/);
+  await using client = clientTs(relay.client, "nothing", "--stdio");
+  await client.write("anyone?");
+  await client.closeStdin();
+  assertEquals((await client.status()).code, 1, client.err);
+  ok(
+    /The server of "nothing" closed the connection before sending anything/
+      .test(client.err),
+    client.err,
+  );
+  assertEquals(client.out, "");
+});
+
+Deno.test("server.ts logs when it is parked, and again once a restarted relay has it back within --max-backoff", async () => {
+  const [serverPort, clientPort] = freePorts(2);
+  const first = startRelay({ serverPort, clientPort });
+  await using echo = echoService();
+  await using server = serverTs(
+    `127.0.0.1:${serverPort}`,
+    "back",
+    echo.to,
+    ...["--max-backoff", "0.2", "--pool", "3"],
+  );
+  const parkedLine = new RegExp(
+    `Parked at relay "?127\\.0\\.0\\.1:${serverPort}"? as "?back"? \\(pool 3\\)`,
+    "g",
+  );
+  await server.waitErr(parkedLine);
+  await first.shutdown();
+  await server.waitErr(/Relay connection for "?back"? failed/);
+  await using second = startRelay({ serverPort, clientPort });
+  await until(
+    () => (server.err.match(parkedLine) ?? []).length === 2,
+    server.err,
+  );
+  using conn = await connect({ relay: second.client, name: "back" });
+  await conn.write(bytes("still here"));
+  await conn.closeWrite();
+  assertEquals(text(await readAll(conn)), "echo:still here");
+});
+
+Deno.test("server.ts and client.ts exit 2 with the usage on a flag given twice", async () => {
+  const results = await Promise.all([
+    run("server.ts", ...["--relay", "127.0.0.1:1", "--to", "127.0.0.1:2"], ...[
+      "--name",
+      "a",
+      "--name",
+      "b",
+    ]),
+    run(
+      "client.ts",
+      "--relay",
+      "127.0.0.1:1",
+      "--name",
+      "a",
+      "--stdio",
+      "--stdio",
+    ),
+    run(
+      "client.ts",
+      "--relay=127.0.0.1:1",
+      "--relay",
+      "127.0.0.1:2",
+      "--name",
+      "a",
+      "--stdio",
+    ),
+    run(
+      "client.ts",
+      "--relay",
+      "127.0.0.1:1",
+      "--name",
+      "a",
+      "--stdio",
+      "--tls",
+      "--no-tls",
+    ),
+  ]);
+  for (const [i, flag] of ["--name", "--stdio", "--relay", "--tls"].entries()) {
+    const r = results[i];
+    assertEquals(r.code, 2, r.stderr);
+    ok(r.stderr.includes(`${flag} is given more than once`), r.stderr);
+    ok(r.stderr.includes("Usage:"), r.stderr);
+  }
+});
+
+Deno.test("server.ts and client.ts exit 2 with the usage on a bad --relay, --to, --listen, --pool or --max-backoff", async () => {
+  const server = (...extra: string[]) => [
+    "server.ts",
+    ...["--name", "n"],
+    ...extra,
+  ];
+  const client = (...extra: string[]) => ["client.ts", "--name", "n", ...extra];
+  const cases: [string[], RegExp][] = [
+    [
+      server("--relay", "host:99999", "--to", "127.0.0.1:1"),
+      /--relay takes HOST\[:PORT\]/,
+    ],
+    [server("--relay", "host:0", "--to", "127.0.0.1:1"), /--relay takes/],
+    [server("--relay", "", "--to", "127.0.0.1:1"), /--relay takes/],
+    [server("--relay", "h", "--to", "22"), /--to takes HOST:PORT/],
+    [server("--relay", "h", "--to", "h:70000"), /--to takes HOST:PORT/],
+    [server("--relay", "h", "--to", "h:1", "--pool", "0"), /--pool/],
+    [
+      server("--relay", "h", "--to", "h:1", "--max-backoff", "0"),
+      /--max-backoff/,
+    ],
+    [client("--relay", "host:99999", "--stdio"), /--relay takes HOST\[:PORT\]/],
+    [client("--relay", "h", "--listen", "abc"), /--listen takes \[HOST:\]PORT/],
+    [
+      client("--relay", "h", "--listen", "70000"),
+      /--listen takes \[HOST:\]PORT/,
+    ],
+    [client("--relay", "h", "--listen", "h:"), /--listen takes \[HOST:\]PORT/],
+    [client("--relay", "h", "--stdio", "--linger", "soon"), /--linger/],
+  ];
+  const results = await Promise.all(
+    cases.map(([args]) => run(...args as [string, ...string[]])),
+  );
+  for (const [i, r] of results.entries()) {
+    const [args, message] = cases[i];
+    assertEquals(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    ok(message.test(r.stderr), `${args.join(" ")}: ${r.stderr}`);
+    ok(r.stderr.includes("Usage:"), r.stderr);
+  }
+});
+
+Deno.test("server.ts and client.ts --help list every log level they accept", async () => {
+  const levels = ["trace", "debug", "info", "warning", "error", "fatal"];
+  const [s, c] = await Promise.all([
+    run("server.ts", "--help"),
+    run("client.ts", "--help"),
+  ]);
+  for (const r of [s, c]) {
+    const line = r.stdout.split("\n").find((l) => l.includes("--log-level"));
+    ok(line, r.stdout);
+    for (const level of levels) ok(line.includes(level), line);
+  }
+  ok(s.stdout.includes("--max-backoff"), s.stdout);
+  ok(c.stdout.includes("--linger"), c.stdout);
+  // and what they list is accepted (the bad value exits 2 on --to, not on the level)
+  const runs = await Promise.all(
+    levels.map((level) =>
+      run(
+        "server.ts",
+        "--relay",
+        "h",
+        "--name",
+        "n",
+        "--to",
+        "bad",
+        "--log-level",
+        level,
+      )
+    ),
+  );
+  for (const r of runs) {
+    assertEquals(r.code, 2, r.stderr);
+    ok(/--to takes/.test(r.stderr), r.stderr);
+  }
+});
+
+Deno.test("client.ts --listen on a port in use exits 1: Cannot listen on 127.0.0.1:PORT: address in use", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = taken.addr.port;
+  const r = await run(
+    "client.ts",
+    ...["--relay", "127.0.0.1:1", "--name", "n", "--listen", String(port)],
+  );
+  assertEquals(r.code, 1, r.stderr);
+  ok(
+    r.stderr.includes(`Cannot listen on 127.0.0.1:${port}: address in use`),
+    r.stderr,
+  );
+  ok(!/ at .*\.ts:\d+/.test(r.stderr), `a stack trace: ${r.stderr}`);
+});
+
+Deno.test("client.ts at the servers' port and server.ts at the clients' port are told which port to use", async () => {
+  await using relay = startRelay();
+  await using echo = echoService();
+  const c = await run(
+    "client.ts",
+    "--relay",
+    relay.server,
+    "--name",
+    "n",
+    "--stdio",
+  );
+  assertEquals(c.code, 1, c.stderr);
+  ok(
+    c.stderr.includes(
+      `${relay.server} is the servers' port; clients use the clients' port (default 9010)`,
+    ),
+    c.stderr,
+  );
+  await using server = serverTs(relay.client, "n", echo.to);
+  assertEquals((await server.status()).code, 1, server.err);
+  ok(
+    server.err.includes(
+      `${relay.client} is the clients' port; servers use the servers' port (default 8010)`,
+    ),
+    server.err,
+  );
+});
+
+Deno.test("deno task server and deno task client run the executables from a checkout", async () => {
+  const task = (name: string) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["task", "-q", name, "--help"],
+      cwd: ROOT,
+      env: { NO_COLOR: "1" },
+    }).output();
+  const [s, c] = await Promise.all([task("server"), task("client")]);
+  assertEquals([s.code, c.code], [0, 0], text(s.stderr) + text(c.stderr));
+  ok(text(s.stdout).includes("tcp-relay server"), text(s.stdout));
+  ok(text(c.stdout).includes("tcp-relay client"), text(c.stdout));
 });

@@ -42,7 +42,9 @@ async function cluster(
       `--node=${name}`,
       "--peer-port=0",
       `--cluster-secret-file=${secretFile}`,
-      "--drain-timeout=1",
+      ...(extra.some((f) => f.startsWith("--drain-timeout"))
+        ? []
+        : ["--drain-timeout=1"]),
       ...extra,
     );
     const [, port] = await relay.proc.wait(/peers on [^ ]+:(\d+)/, "err");
@@ -440,24 +442,26 @@ Deno.test({
     );
     assertEquals(listed.stdout, "nas (private)\nown\n");
     // within a second every node has read them: a v1 server may not park it
-    await eventually(async () => {
-      const conn = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: c.serverPort,
-      });
-      const timer = setTimeout(() => conn.close(), 500); // parked: not yet
-      try {
-        await readExactly(conn, 7);
-        await conn.write(bytes("CONNECT\nown\n"));
-        const answer = text(await readAll(conn));
-        conn.close();
-        return answer.startsWith("ERROR AUTH");
-      } catch {
-        return false;
-      } finally {
-        clearTimeout(timer);
-      }
-    }, "c to know own is owned");
+    for (const node of nodes) {
+      await eventually(async () => {
+        const conn = await Deno.connect({
+          hostname: "127.0.0.1",
+          port: node.serverPort,
+        });
+        const timer = setTimeout(() => conn.close(), 500); // parked: not yet
+        try {
+          await readExactly(conn, 7);
+          await conn.write(bytes("CONNECT\nown\n"));
+          const answer = text(await readAll(conn));
+          conn.close();
+          return answer.startsWith("ERROR AUTH");
+        } catch {
+          return false;
+        } finally {
+          clearTimeout(timer);
+        }
+      }, `${node.name} to know own is owned`);
+    }
     await rejectsWith(
       accept({ relay: b.server, name: "own", secret: "0".repeat(64) }),
       "AUTH",

@@ -251,3 +251,30 @@ test("server.ts and client.ts --stdio exchange lines through the seed relay", as
   }
   ok(server.err.includes("lines"), server.err);
 });
+
+test("printf 'hi\\n' | client.ts --stdio through the seed relay prints hi: the client lingers instead of half-closing", async () => {
+  await using seed = await seedRelay();
+  // an echo of the bytes as they come, as `socat EXEC:cat` would be
+  await using echo = localService(async (conn) => {
+    const buf = new Uint8Array(1024);
+    for (let n; (n = await conn.read(buf)) !== null;) {
+      await conn.write(buf.subarray(0, n));
+    }
+  });
+  await using server = serverTs(seed.server, "hi", echo.to);
+  await server.waitErr(/Parked at relay/);
+  const end = Date.now() + 10_000;
+  for (;;) {
+    await using client = clientTs(seed.client, "hi", "--stdio");
+    await client.write("hi\n");
+    await client.closeStdin(); // at once, as printf's pipe does
+    const { code } = await client.status();
+    if (/OFFLINE|No server|No name/.test(client.err) && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 50)); // server.ts re-parks
+      continue;
+    }
+    assertEquals(client.out, "hi\n", client.err);
+    assertEquals(code, 0, client.err);
+    break;
+  }
+});

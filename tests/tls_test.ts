@@ -4,11 +4,13 @@
 
 import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
 import { join } from "node:path";
-import { accept, connect, reserve } from "../mod.ts";
+import { strictEqual } from "node:assert/strict";
+import { accept, connect, listen, reserve } from "../mod.ts";
 import {
   echoService,
   ends,
   firstDifference,
+  localService,
   randomBytes,
   Raw,
   readExactly,
@@ -20,7 +22,7 @@ import {
   text,
   until,
 } from "./_helpers.ts";
-import { clientTs, relayProc, run, serverTs } from "./_proc.ts";
+import { clientTs, type Proc, relayProc, run, serverTs } from "./_proc.ts";
 
 /** Whether openssl can be run; the TLS tests are ignored without it. */
 async function hasOpenssl(): Promise<boolean> {
@@ -148,12 +150,12 @@ tlsTest(
     await rejectsWith(
       connect({ relay: relay.client, name: "x", tls: true }),
       "UNREACHABLE",
-      /TLS/,
+      /TLS.*\(certificate not trusted: pass caCerts\)/,
     );
     await rejectsWith(
       accept({ relay: relay.server, name: "x", tls: true, timeout: 2000 }),
       "UNREACHABLE",
-      /TLS/,
+      /TLS.*certificate not trusted/,
     );
     // A certificate of another relay does not do either.
     await using other = await makeCert();
@@ -279,5 +281,168 @@ tlsTest(
       assertEquals(r.code, 2, r.stderr);
       ok(/--ca goes with --tls/.test(r.stderr), r.stderr);
     }
+  },
+);
+
+/** `p`'s exit code; killed after `ms` (so a process that retries for ever fails the test, not hangs it). */
+async function exitCode(p: Proc, ms = 20_000): Promise<number> {
+  const timer = setTimeout(() => p.kill("SIGKILL"), ms);
+  try {
+    return (await p.status()).code;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The first ```sh block after `heading` in the README. */
+function readmeBlock(heading: string): string {
+  const readme = Deno.readTextFileSync(
+    new URL("../README.md", import.meta.url),
+  );
+  const at = readme.indexOf(heading);
+  ok(at >= 0, `no "${heading}" in README.md`);
+  const m = /```sh\n([\s\S]*?)```/.exec(readme.slice(at));
+  ok(m, `no sh block after "${heading}"`);
+  return m[1];
+}
+
+tlsTest(
+  "the README's openssl recipe makes a certificate that relay.ts serves and client.ts and server.ts trust with --tls --ca",
+  async () => {
+    const block = readmeBlock("### TLS with a self-signed certificate");
+    const recipe = /^openssl [\s\S]*?[^\\]\n/m.exec(block)?.[0];
+    ok(recipe, block);
+    await using tmp = await tempDir("tcp-relay-recipe-");
+    const made = await new Deno.Command("sh", {
+      args: ["-c", recipe],
+      cwd: tmp.dir,
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    ok(made.success, text(made.stderr));
+    const cert = join(tmp.dir, "cert.pem"), key = join(tmp.dir, "key.pem");
+    await using relay = await relayProc("--tls-cert", cert, "--tls-key", key);
+    await using echo = echoService();
+    const trust = ["--tls", "--ca", cert];
+    await using server = serverTs(relay.server, "recipe", echo.to, ...trust);
+    await server.waitErr(/Parked at relay/);
+    await using client = clientTs(relay.client, "recipe", "--stdio", ...trust);
+    await client.write("through the recipe's certificate");
+    await client.closeStdin();
+    assertEquals((await client.status()).code, 0, client.err);
+    assertEquals(client.out, "echo:through the recipe's certificate");
+  },
+);
+
+tlsTest(
+  "server.ts and client.ts that do not trust the relay's certificate exit 1 saying pass --ca; listen() fails for good",
+  async () => {
+    await using tls = await makeCert();
+    await using relay = await relayProc(
+      ...["--tls-cert", tls.certPath, "--tls-key", tls.keyPath],
+    );
+    await using echo = echoService();
+    await using server = serverTs(relay.server, "untrusted", echo.to, "--tls");
+    await using client = clientTs(
+      relay.client,
+      "untrusted",
+      "--stdio",
+      "--tls",
+    );
+    await client.closeStdin();
+    for (const p of [server, client]) {
+      assertEquals(await exitCode(p), 1, p.err);
+      ok(/certificate not trusted: pass --ca/.test(p.err), p.err);
+      ok(!/ at .*\.ts:\d+/.test(p.err), `a stack trace: ${p.err}`);
+    }
+    const listener = listen({ relay: relay.server, name: "x", tls: true });
+    await rejectsWith(listener.ready, "UNREACHABLE", /certificate not trusted/);
+    strictEqual(listener.state, "failed");
+    await listener[Symbol.asyncDispose]();
+  },
+);
+
+tlsTest(
+  "a CA certificate as the relay's (openssl's usual -x509 recipe) is refused with a hint about CA:FALSE",
+  async () => {
+    await using tmp = await tempDir("tcp-relay-ca-");
+    const certPath = join(tmp.dir, "cert.pem");
+    const keyPath = join(tmp.dir, "key.pem");
+    const out = await new Deno.Command("openssl", {
+      args: [
+        ...["req", "-x509", "-newkey", "ec"],
+        ...["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"],
+        ...["-subj", "/CN=localhost"],
+        ...["-keyout", keyPath, "-out", certPath],
+      ],
+      stderr: "piped",
+    }).output();
+    ok(out.success, text(out.stderr));
+    const cert = await Deno.readTextFile(certPath);
+    const key = await Deno.readTextFile(keyPath);
+    await using relay = startRelay({ tls: { cert, key } });
+    await rejectsWith(
+      connect({ relay: relay.client, name: "x", tls: true, caCerts: [cert] }),
+      "UNREACHABLE",
+      /CaUsedAsEndEntity.*CA:FALSE/,
+    );
+  },
+);
+
+tlsTest(
+  "a TLS helper at a plain relay hears that the relay does not speak TLS, and listen() fails for good",
+  async () => {
+    await using relay = startRelay();
+    await rejectsWith(
+      connect({ relay: relay.client, name: "x", tls: true }),
+      "UNREACHABLE",
+      /the relay does not speak TLS: leave tls off/,
+    );
+    const listener = listen({ relay: relay.server, name: "x", tls: true });
+    await rejectsWith(listener.ready, "UNREACHABLE", /does not speak TLS/);
+    strictEqual(listener.state, "failed");
+    await listener[Symbol.asyncDispose]();
+    const r = await run(
+      "client.ts",
+      ...["--relay", relay.client, "--name", "x", "--stdio", "--tls"],
+    );
+    assertEquals(r.code, 1, r.stderr);
+    ok(/the relay does not speak TLS: drop --tls/.test(r.stderr), r.stderr);
+  },
+);
+
+tlsTest(
+  "a plain helper at a TLS relay fails at once, long before its 15 s timeout, saying add --tls",
+  async () => {
+    await using tls = await makeCert();
+    await using relay = startRelay({ tls: { cert: tls.cert, key: tls.key } });
+    const e = await rejectsWith(
+      connect({ relay: relay.client, name: "x" }),
+      "PROTOCOL",
+    );
+    ok(/TLS: set tls: true/.test(e.message), e.message);
+    ok(
+      await settlesWithin(accept({ relay: relay.server, name: "x" }), 10_000),
+      "accept waited for its timeout",
+    );
+    await using client = clientTs(relay.client, "x", "--stdio");
+    await client.closeStdin();
+    assertEquals(await exitCode(client), 1, client.err);
+    ok(/add --tls/.test(client.err), client.err);
+    await until(() => relay.stats().connections === 0, "connections at 0");
+  },
+);
+
+tlsTest(
+  "a TLS relay that never finishes the handshake fails the dial with TIMEOUT within the timeout",
+  async () => {
+    await using silent = localService(async (conn) => {
+      await ends(conn);
+    });
+    const e = await rejectsWith(
+      connect({ relay: silent.to, name: "x", tls: true, timeout: 300 }),
+      "TIMEOUT",
+    );
+    ok(/TLS/.test(e.message), e.message);
   },
 );

@@ -1,0 +1,128 @@
+/**
+ * The server's executable (`server.ts` when run): offers a name at a relay
+ * and connects each client to a local TCP service. Loaded by `server.ts`'s
+ * `main()` only, so that importing the library does not load it.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { listen } from "../server.ts";
+import { DEFAULT_MAX_BACKOFF } from "../helpers/_listener.ts";
+import { pipePair } from "../datapath/_pipe.ts";
+import { Source } from "../datapath/_source.ts";
+import { formatAddr } from "../protocol/_wire.ts";
+import {
+  address,
+  integer,
+  parseFlags,
+  reason,
+  runMain,
+  seconds,
+  stopSignal,
+  UsageError,
+} from "./_common.ts";
+import {
+  PEER_OPTIONS,
+  peerOptions,
+  peerUsage,
+  required,
+  startLogging,
+} from "./_peer.ts";
+
+const log = getLogger(["tcp-relay", "server"]);
+
+const USAGE = `tcp-relay server: exposes a local TCP service through a relay
+
+Usage: deno run -A jsr:@x/tcp-relay/server --relay HOST[:PORT] --name NAME --to HOST:PORT [options]
+  from a checkout: deno run -A server.ts ... (or deno task server ...)
+
+Options:
+  --relay HOST[:PORT]     the relay's servers' port (default port 8010)
+  --name NAME             the name clients ask for
+  --to HOST:PORT          the local service each client is connected to
+  --pool N                connections kept waiting at the relay (default 2)
+  --max-backoff SECONDS   longest pause between attempts to reach a relay
+                          that is away: a restarted relay is found again
+                          within about this long (default ${
+  DEFAULT_MAX_BACKOFF / 1000
+})
+  --secret SECRET         the owner's secret of an owned name (protocol v2);
+                          or set TCP_RELAY_SECRET, which ps does not show
+${peerUsage(26)}`;
+
+const OPTIONS = {
+  ...PEER_OPTIONS,
+  to: { type: "string" },
+  pool: { type: "string", default: "2" },
+  "max-backoff": {
+    type: "string",
+    default: String(DEFAULT_MAX_BACKOFF / 1000),
+  },
+  secret: { type: "string" },
+} as const;
+
+/** Warns when nothing answers at `--to` (the server still starts: the service may come up later). */
+async function probe(to: { hostname: string; port: number }, at: string) {
+  try {
+    const conn = await Deno.connect(to);
+    conn.close();
+  } catch (e) {
+    log.warn(
+      "Nothing answers at --to {to} ({error}): each client will be closed until it does",
+      { to: at, error: reason(e) },
+    );
+  }
+}
+
+/** Connects a client to the local service, or closes it. */
+function serve(conn: Deno.Conn, to: { hostname: string; port: number }) {
+  Deno.connect(to).then((local) => {
+    local.setNoDelay(true);
+    log.info("Client connected to {to}", { to: formatAddr(local.remoteAddr) });
+    return pipePair(conn, new Source(conn), local, new Source(local));
+  }, (e) => {
+    log.warn("Cannot reach --to {to} ({error}): client closed", {
+      to: formatAddr({ transport: "tcp", ...to }),
+      error: reason(e),
+    });
+    conn.close();
+  });
+}
+
+/** Runs the server's executable with `args`, and exits. */
+export function serverMain(args: string[]): Promise<never> {
+  return runMain(USAGE, () => parseFlags(args, OPTIONS), async (v) => {
+    const { where, ...peer } = peerOptions(v, "server");
+    required(v, "to");
+    const to = address("to", v.to as string);
+    const pool = integer("pool", v.pool as string, 1, 1000);
+    const maxBackoff = seconds("max-backoff", v["max-backoff"] as string);
+    if (maxBackoff < 1) {
+      throw new UsageError(
+        `--max-backoff takes a number of seconds above 0, not "${
+          v["max-backoff"]
+        }"`,
+      );
+    }
+    await startLogging(v);
+    const at = formatAddr({ transport: "tcp", ...to });
+    await probe(to, at);
+    const listener = listen({
+      ...peer,
+      pool,
+      maxBackoff,
+      minBackoff: Math.min(100, maxBackoff),
+      secret: (v.secret as string | undefined) ??
+        Deno.env.get("TCP_RELAY_SECRET"),
+      signal: stopSignal(),
+    });
+    log.info("Offering {name} at {relay}, forwarding to {to}", {
+      name: peer.name,
+      relay: where,
+      to: at,
+    });
+    for await (const conn of listener) serve(conn, to);
+    log.info("Stopped");
+  });
+}
