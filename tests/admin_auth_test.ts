@@ -18,8 +18,8 @@ const TOKEN = "s3cret-admin-token-0123456789";
 
 Deno.test("admin server: --admin PORT alone binds 127.0.0.1", async () => {
   const [port] = freePorts(1);
-  await using relay = await adminRelay([`--admin=${port}`]);
-  strictEqual(relay.url, `http://127.0.0.1:${port}/`);
+  await using relay = await relayProc(`--admin=${port}`);
+  strictEqual(await adminUrl(relay.proc), `http://127.0.0.1:${port}/`);
 });
 
 Deno.test("admin server: a non-loopback address without a token is refused (exit 2); with a token it is taken", async () => {
