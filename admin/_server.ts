@@ -135,6 +135,8 @@ export function startAdmin(relay: Relay, options: AdminOptions): AdminServer {
     );
   }
   const tokens = new TokenCheck(options.token);
+  let known = false; // whether the relay knows its owned names yet
+  relay.ready.then(() => known = true, () => {});
   const metrics = new RelayMetrics(relay);
   const history = new History(() => {
     const s = relay.stats();
@@ -165,9 +167,11 @@ export function startAdmin(relay: Relay, options: AdminOptions): AdminServer {
     [/^\/healthz$/, { GET: () => text("ok\n") }],
     [/^\/readyz$/, {
       GET: () =>
-        relay.state === "serving"
+        relay.state !== "serving"
+          ? text(`${relay.state}\n`, 503)
+          : known
           ? text("ready\n")
-          : text(`${relay.state}\n`, 503),
+          : text("starting\n", 503), // a cluster node before Redis answered
     }],
     [/^\/metrics$/, {
       GET: async () =>

@@ -8,8 +8,24 @@ import {
   strictEqual,
 } from "node:assert/strict";
 import { release, reserve } from "../mod.ts";
-import { adminRelay, askAt, pairAt, parkAt, statusUntil } from "./_admin.ts";
-import { readExactly, rejectsWith, tempDir, text } from "./_helpers.ts";
+import {
+  adminRelay,
+  adminUrl,
+  askAt,
+  pairAt,
+  parkAt,
+  request,
+  statusUntil,
+  tempFile,
+} from "./_admin.ts";
+import {
+  freePorts,
+  readExactly,
+  rejectsWith,
+  tempDir,
+  text,
+} from "./_helpers.ts";
+import { Proc } from "./_proc.ts";
 
 Deno.test("admin server: /healthz, /readyz, the status page and the API answer on loopback without a token", async () => {
   await using relay = await adminRelay();
@@ -251,4 +267,26 @@ Deno.test("admin server: POST /api/names/NAME/close closes its parked servers an
   using client = await askAt(relay, "spared");
   strictEqual(await client.line(), "CONNECTED");
   strictEqual(await other.line(), "CONNECTED");
+});
+
+Deno.test("admin server: /readyz is 503 while a cluster node cannot reach Redis yet; /healthz is 200", async () => {
+  await using secret = await tempFile("a-cluster-secret-of-some-length\n");
+  const [redisPort, s, c] = freePorts(3); // nothing listens on redisPort
+  await using proc = new Proc(Deno.execPath(), [
+    "run",
+    "-A",
+    "relay.ts",
+    "--host=127.0.0.1",
+    `--server-port=${s}`,
+    `--client-port=${c}`,
+    "--peer-port=0",
+    `--cluster=redis://127.0.0.1:${redisPort}`,
+    "--node=a",
+    `--cluster-secret-file=${secret.path}`,
+    "--admin=127.0.0.1:0",
+  ]);
+  const url = await adminUrl(proc);
+  const ready = await request(new URL("/readyz", url));
+  assertEquals([ready.status, ready.body], [503, "starting\n"]);
+  strictEqual((await request(new URL("/healthz", url))).status, 200);
 });
