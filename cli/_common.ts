@@ -12,7 +12,7 @@ import {
   type LogLevel,
   type LogRecord,
 } from "@logtape/logtape";
-import { formatAddr, parseHostPort, VERSION } from "../protocol/_wire.ts";
+import { parseHostPort, VERSION } from "../protocol/_wire.ts";
 
 /** A bad command line: the message is printed and the process exits 2. */
 export class UsageError extends Error {}
