@@ -202,6 +202,8 @@ export function textLine(record: LogRecord): string {
       ? part
       : typeof part === "string" && PLAIN.test(part)
       ? `"${part}"`
+      : typeof part === "number" && !Object.is(part, -0)
+      ? String(part)
       : Deno.inspect(part);
   }
   return `${stamp(record.timestamp)} [${LEVEL_TAGS[record.level]}] ${
