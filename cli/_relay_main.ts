@@ -25,6 +25,7 @@ import { clusterFlags } from "../cluster/_flags.ts";
 import { NameStore } from "../engine/_store.ts";
 import { adminFromSettings } from "../admin/_flags.ts";
 import { redact } from "../cluster/_registry.ts";
+import { ClusterNames } from "../cluster/_owners.ts";
 
 /** `relay.ts [flags]` and `relay.ts names …`: runs the relay executable. */
 export async function runRelay(args: string[]): Promise<never> {
@@ -55,7 +56,18 @@ export async function runRelay(args: string[]): Promise<never> {
       }
       const admin = await adminFromSettings(running);
       const relay = serveRelay({ ...options, cluster });
-      await using _admin = await admin?.start(relay, store);
+      // in a cluster the admin API makes and removes names in Redis
+      await using clusterNames = admin && cluster
+        ? await ClusterNames.open(cluster.redis, { refresh: 1000 }).catch(
+          (e) => {
+            log.warn("The admin API cannot manage names: {error}", {
+              error: String(e.message),
+            });
+            return undefined;
+          },
+        )
+        : undefined;
+      await using _admin = await admin?.start(relay, store ?? clusterNames);
       using _stop = stopOnSignals(
         relay,
         () => running["drain-timeout"] as number,

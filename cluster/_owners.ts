@@ -123,18 +123,47 @@ export class ClusterNames implements AsyncDisposable {
   #redis: Redis;
   #names: Map<string, NameRecord>;
 
+  #timer?: ReturnType<typeof setInterval>;
+
   private constructor(redis: Redis, names: Map<string, NameRecord>) {
     this.#redis = redis;
     this.#names = names;
   }
 
-  /** Connects to the cluster's Redis at `url` and reads its names. */
-  static async open(url: string): Promise<ClusterNames> {
+  /**
+   * Connects to the cluster's Redis at `url` and reads its names; with
+   * `refresh` (ms), reads them again that often (the admin API lists what
+   * other nodes and `names add` made).
+   */
+  static async open(
+    url: string,
+    options: { refresh?: number } = {},
+  ): Promise<ClusterNames> {
+    const names = await ClusterNames.#connect(url, !!options.refresh);
+    if (options.refresh) {
+      names.#timer = setInterval(() => names.reload(), options.refresh);
+      Deno.unrefTimer(names.#timer);
+    }
+    return names;
+  }
+
+  /** Reads the names again; keeps the last ones while Redis is away. */
+  async reload(): Promise<void> {
+    try {
+      this.#names = parse(await this.#redis.hgetall(NAMES_KEY));
+    } catch {
+      // Redis away: what was read last stands
+    }
+  }
+
+  static async #connect(url: string, retry: boolean): Promise<ClusterNames> {
     const { Redis } = await loadRedis();
     const redis = new Redis(url, {
       lazyConnect: true,
       maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
+      // a long-lived one (the admin API's) reconnects; `names …` fails at once
+      retryStrategy: (times: number) =>
+        retry ? Math.min(2_000, 50 * 2 ** times) : null,
       connectTimeout: 5_000,
     });
     redis.on("error", () => {}); // the command's rejection tells
@@ -197,6 +226,7 @@ export class ClusterNames implements AsyncDisposable {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
+    clearInterval(this.#timer);
     await this.#redis.quit().catch(() => this.#redis.disconnect());
   }
 }

@@ -14,6 +14,7 @@ import {
 } from "./_helpers.ts";
 import { Proc, type RelayProc, relayProc, run } from "./_proc.ts";
 import { eventually, hasRedis, TestRedis } from "./_redis.ts";
+import { adminUrl } from "./_admin.ts";
 import { forward } from "../cluster/_link.ts";
 import { parkedKey } from "../cluster/_registry.ts";
 
@@ -155,6 +156,62 @@ Deno.test({
       client.close();
       server.close();
     }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: the admin API of one node makes an owned name in Redis that every node holds to, and lists the names others made",
+  ignore,
+  async fn() {
+    await using redis = await TestRedis.start();
+    await using nodes = await cluster(redis, ["a", "b"], "--admin=127.0.0.1:0");
+    const [a, b] = nodes;
+    const url = await adminUrl(a.proc);
+    const made = await fetch(new URL("/api/names", url), {
+      method: "POST",
+      body: JSON.stringify({ name: "via-api" }),
+    });
+    assertEquals(made.status, 201);
+    const { secret } = await made.json();
+    ok(/^[0-9a-f]{64}$/.test(secret));
+    // b holds to it: a v1 server may not serve the owned name there
+    await eventually(async () => {
+      const conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: b.serverPort,
+      });
+      const timer = setTimeout(() => conn.close(), 500);
+      try {
+        await readExactly(conn, 7);
+        await conn.write(bytes("CONNECT\nvia-api\n"));
+        return text(await readAll(conn)).startsWith("ERROR AUTH");
+      } catch {
+        return false;
+      } finally {
+        clearTimeout(timer);
+        try {
+          conn.close();
+        } catch {
+          // closed already
+        }
+      }
+    }, "b to know via-api is owned");
+    // a name made with `names add --cluster` shows up in a's list
+    const added = await run(
+      "relay.ts",
+      "names",
+      "add",
+      "via-cli",
+      "--cluster",
+      redis.url(),
+    );
+    assertEquals(added.code, 0, added.stderr);
+    await eventually(async () => {
+      const listed = await (await fetch(new URL("/api/names", url))).json();
+      const names = listed.names.map((n: { name: string }) => n.name);
+      return names.includes("via-cli") && names.includes("via-api");
+    }, "a's admin API to list both names");
   },
 });
 
