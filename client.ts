@@ -47,6 +47,23 @@ export interface ClientOptions extends HelperOptions {
  * reject with a {@linkcode RelayError}: `NOEXIST` (no such name), `OFFLINE`
  * (no server came in time), `UNREACHABLE`, `TIMEOUT`, `CLOSED`.
  *
+ * Given several relays, it tries them in order (the first is the one
+ * preferred) and moves to the next while a relay cannot be reached, does
+ * not answer in time, or answers `NOEXIST`, `OFFLINE` or `LIMIT`; each
+ * relay tried has its own `timeout`. Once every relay failed, the error
+ * tells each relay's failure, with the most telling code (`OFFLINE` before
+ * `NOEXIST`, before `LIMIT`, `TIMEOUT`, `CLOSED`, `UNREACHABLE`). A
+ * failure retrying cannot mend (`AUTH`, `PROTOCOL`, TLS settings that do
+ * not fit) rejects at once.
+ *
+ * @example Reaching a server through whichever of two relays answers
+ * ```ts
+ * import { connect } from "jsr:@x/tcp-relay";
+ *
+ * const conn = await connect({ relay: ["a.example.com", "b.example.com"], name: "web" });
+ * conn.close();
+ * ```
+ *
  * @example Sending a request and reading the whole answer
  * ```ts
  * import { connect } from "jsr:@x/tcp-relay";

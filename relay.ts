@@ -22,8 +22,6 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
-import { formatAddr } from "./protocol/_wire.ts";
 import { cannotListen } from "./datapath/_accept.ts";
 import type { PairInfo, RelayEvents } from "./engine/_events.ts";
 import {
@@ -34,26 +32,10 @@ import {
 } from "./engine/_rendezvous.ts";
 import type { Limits } from "./engine/_guard.ts";
 import { checkChanges, resolveOptions, setPath } from "./engine/_options.ts";
-import { newSecret } from "./protocol/_auth.ts";
-import {
-  parseRelayFlags,
-  readFlagFile,
-  RELAY_USAGE,
-  type RelayCommandLine,
-  relayOptions,
-  settle,
-  stopOnSignals,
-} from "./cli/_relay.ts";
-import { runNames } from "./cli/_names.ts";
-import { applyLive, ConfigReloader, readConfig } from "./cli/_config.ts";
-import { runMain, setupLogging } from "./cli/_common.ts";
-import { clusterFlags } from "./cluster/_flags.ts";
-import { NameStore } from "./engine/_store.ts";
+import { MemoryOwners } from "./engine/_owners.ts";
 import type { AdminOptions, AdminServer } from "./admin/_server.ts";
-import { adminFromSettings } from "./admin/_flags.ts";
 import { ClusterNode, type ClusterOptions } from "./cluster/_node.ts";
 import type { ClusterStatus } from "./cluster/_status.ts";
-import { redact } from "./cluster/_registry.ts";
 
 export type { NameOwners, RelayStats } from "./engine/_rendezvous.ts";
 export type {
@@ -250,28 +232,6 @@ type Resolved =
   & Pick<RelayOptions, "tls">
   & { limits: Limits };
 
-/** Owners kept in memory: open registration without a credentials store. */
-class MemoryOwners implements NameOwners {
-  #owners = new Map<string, { secret: string }>();
-  get(name: string) {
-    return this.#owners.get(name);
-  }
-  add(name: string) {
-    if (this.#owners.has(name)) {
-      return Promise.reject(new RangeError(`Name ${name} exists`));
-    }
-    const owner = { secret: newSecret() };
-    this.#owners.set(name, owner);
-    return Promise.resolve(owner);
-  }
-  remove(name: string) {
-    return Promise.resolve(this.#owners.delete(name));
-  }
-  names() {
-    return [...this.#owners.keys()];
-  }
-}
-
 /**
  * Starts a relay: listens on the server and client ports at once (so their
  * addresses are known on return) and serves until shut down.
@@ -402,88 +362,10 @@ export async function serveAdmin(
 }
 
 async function main(): Promise<never> {
-  if (Deno.args[0] === "names") return await runNames(Deno.args.slice(1));
-  return await runMain(
-    RELAY_USAGE,
-    () => ({ ...parseRelayFlags(Deno.args) }),
-    async (v) => {
-      const { config, flags } = v as unknown as RelayCommandLine;
-      const read = config ? await readConfig(config) : undefined;
-      const file = read?.values ?? {};
-      const running = settle(file, flags);
-      const { options, cli } = relayOptions(running);
-      await setupLogging(cli.logLevel as string, cli.logFormat as string);
-      const log = getLogger(["tcp-relay", "relay"]);
-      let store: NameStore | undefined;
-      const cluster = clusterFlags(
-        running as Record<string, string | boolean | undefined>,
-        readFlagFile,
-      );
-      if (cli.data) {
-        store = await NameStore.open(cli.data as string);
-        options.names = store;
-        log.info("Credentials from {path}: {count} owned names", {
-          path: store.path,
-          count: store.names().length,
-        });
-      }
-      const admin = await adminFromSettings(running);
-      const relay = serveRelay({ ...options, cluster });
-      await using _admin = await admin?.start(relay, store);
-      using _stop = stopOnSignals(
-        relay,
-        () => running["drain-timeout"] as number,
-      );
-      using _config = config
-        ? new ConfigReloader({
-          path: config,
-          flags,
-          file,
-          text: read!.text,
-          running,
-          apply: (changes) => applyLive(relay, changes),
-        }).watch()
-        : undefined;
-      if (cluster) {
-        const timer = setTimeout(
-          () =>
-            log.warn(
-              "Cluster's Redis unreachable: refusing every name until it is",
-            ),
-          5_000,
-        );
-        await relay.ready;
-        clearTimeout(timer);
-        log.info("Cluster node {node}: peers on {peer}, Redis {redis}", {
-          node: cluster.node,
-          peer: formatAddr(relay.peerAddr!),
-          redis: redact(cluster.redis),
-        });
-      }
-      using _watch = store?.watch(() =>
-        log.info("Credentials reloaded from {path}", { path: store!.path })
-      );
-      const hup = () =>
-        store?.reload().then(
-          () => log.info("Credentials reloaded"),
-          (e) =>
-            log.error("Cannot reload credentials: {error}", {
-              error: String(e),
-            }),
-        );
-      if (store) {
-        Deno.addSignalListener("SIGHUP", hup);
-      }
-      log.info("Relay listening: servers on {server}, clients on {client}", {
-        server: formatAddr(relay.serverAddr),
-        client: formatAddr(relay.clientAddr),
-        tls: !!options.tls,
-      });
-      await relay.finished;
-      if (store) Deno.removeSignalListener("SIGHUP", hup);
-      log.info("Relay stopped");
-    },
-  );
+  // the executable's own code loads only when it runs: an import of the
+  // library does not parse flags, read TOML or manage the names store
+  const { runRelay } = await import("./cli/_relay_main.ts");
+  return await runRelay(Deno.args);
 }
 
 if (import.meta.main) main();

@@ -23,6 +23,7 @@
 import {
   checkOptions,
   type HelperOptions,
+  type HostPort,
   refusal,
   type RelayConn,
   type Session,
@@ -33,6 +34,7 @@ import {
   type PoolOptions,
   RelayListener,
 } from "./helpers/_listener.ts";
+import { MultiListener } from "./helpers/_multi.ts";
 import { proof } from "./protocol/_auth.ts";
 import { RelayError } from "./protocol/_errors.ts";
 import { DEFAULT_HEARTBEAT, formatAddr, Word } from "./protocol/_wire.ts";
@@ -183,7 +185,10 @@ export async function release(options: ServerOptions): Promise<void> {
 
 /** Options of {@linkcode listen}. */
 export interface ListenOptions extends ServerOptions {
-  /** Connections kept waiting at the relay. Default `2`. */
+  /**
+   * Connections kept waiting at the relay (at each relay, given several).
+   * Default `2`.
+   */
   pool?: number;
   /** First pause before reconnecting to a relay that is away, in ms. Default `100`. */
   minBackoff?: number;
@@ -204,6 +209,22 @@ export interface ListenOptions extends ServerOptions {
  * a relay) rejects `ready`, ends the `for await` with the error and closes
  * the listener. Leaving a `for await` early closes it too.
  *
+ * Given several relays (`relay: ["a.example.com", "b.example.com"]`), it
+ * keeps `pool` connections parked at each of them and yields the clients of
+ * all: a relay that goes away is retried with backoff while the others
+ * serve on, and one that refuses for good is given up alone. It is parked
+ * while any relay has it parked, and fails only once every relay failed.
+ *
+ * @example Offering one service at two relays
+ * ```ts
+ * import { listen } from "jsr:@x/tcp-relay";
+ *
+ * using listener = listen({ relay: ["a.example.com", "b.example.com"], name: "echo" });
+ * for await (const conn of listener) {
+ *   conn.readable.pipeTo(conn.writable).catch(() => {});
+ * }
+ * ```
+ *
  * @example Accepting clients until Ctrl-C
  * ```ts
  * import { listen } from "jsr:@x/tcp-relay";
@@ -218,7 +239,7 @@ export interface ListenOptions extends ServerOptions {
 export function listen<O extends ListenOptions>(
   options: O,
 ): RelayListener<RelayConn<O>> {
-  const addr = checkOptions(options, "server");
+  const relays = checkOptions(options, "server");
   const pool = options.pool ?? 2;
   if (!Number.isInteger(pool) || pool < 1 || pool > 1000) {
     throw new RangeError(
@@ -232,10 +253,25 @@ export function listen<O extends ListenOptions>(
     }
   }
   const o: PoolOptions = { ...options, pool };
-  return new RelayListener<RelayConn<O>>(
+  /** The listener at one relay. */
+  const at = (relay: HostPort, opts: PoolOptions) =>
+    new RelayListener<RelayConn<O>>(
+      opts,
+      formatAddr({ transport: "tcp", ...relay }),
+      (o, parked) => park(o, parked) as Promise<RelayConn<O>>,
+    );
+  if (relays.length === 1) return at(relays[0], o);
+  // Several relays: the whole pool at each, merged (helpers/_multi.ts).
+  return new MultiListener<RelayConn<O>>(
     o,
-    formatAddr({ transport: "tcp", ...addr }),
-    (o, parked) => park(o, parked) as Promise<RelayConn<O>>,
+    // the set closes them (an aborted signal: at once, before they dial)
+    relays.map((relay) =>
+      at(relay, {
+        ...o,
+        relay,
+        signal: options.signal?.aborted ? options.signal : undefined,
+      })
+    ),
   );
 }
 

@@ -32,15 +32,21 @@ import { PEER_OPTIONS, peerOptions, peerUsage, startLogging } from "./_peer.ts";
 const log = getLogger(["tcp-relay", "client"]);
 
 /** How long the server may stay silent after our end of input, through a seed relay (s). */
-const DEFAULT_LINGER = 1;
+export const DEFAULT_LINGER = 1;
 
 const USAGE = `tcp-relay client: reaches a server through a relay
 
 Usage: deno run -A jsr:@x/tcp-relay/client --relay HOST[:PORT] --name NAME (--listen [HOST:]PORT | --stdio)
+       deno run -A jsr:@x/tcp-relay/client --config forwards.toml
   from a checkout: deno run -A client.ts ... (or deno task client ...)
 
 Options:
-  --relay HOST[:PORT]     the relay's clients' port (default port 9010)
+  --relay HOST[:PORT]     the relay's clients' port (default port 9010); or
+                          several relays, a,b:9011,c: tried in order, the
+                          next one when a relay is down or has no server
+  --config FILE           forward every [[forward]] of a TOML file (see the
+                          README): it takes the place of every flag but the
+                          two logging ones
   --name NAME             the name of the server
   --listen [HOST:]PORT    forward each connection to this local port
                           (host default 127.0.0.1) to the server
@@ -60,6 +66,7 @@ const OPTIONS = {
   stdio: { type: "boolean", default: false },
   key: { type: "string" },
   linger: { type: "string", default: String(DEFAULT_LINGER) },
+  config: { type: "string" },
 } as const;
 
 /** The relay side of a pair, counting the server's bytes, lingering through a seed relay. */
@@ -138,11 +145,16 @@ async function stdio(options: ClientOptions, linger: number): Promise<number> {
   return 0;
 }
 
-async function forward(
+/**
+ * Forwards each connection to `at` to the server of `options.name` until
+ * `signal`; throws at once if it cannot listen (`Cannot listen on …`).
+ */
+export async function forward(
   options: ClientOptions,
   where: string,
   at: { hostname: string; port: number },
   linger: number,
+  signal: AbortSignal,
 ): Promise<void> {
   let listener: Deno.TcpListener;
   try {
@@ -150,8 +162,8 @@ async function forward(
   } catch (e) {
     throw cannotListen(e, at);
   }
-  const signal = stopSignal();
-  signal.addEventListener("abort", () => listener.close());
+  const stop = () => listener.close();
+  signal.addEventListener("abort", stop);
   const { name } = options;
   log.info("Forwarding {local} to {name} through {relay}", {
     local: formatAddr(listener.addr),
@@ -168,11 +180,16 @@ async function forward(
       local.close();
     });
   }, signal);
+  signal.removeEventListener("abort", stop);
 }
 
 /** Runs the client's executable with `args`, and exits. */
 export function clientMain(args: string[]): Promise<never> {
   return runMain(USAGE, () => parseFlags(args, OPTIONS), async (v) => {
+    if (v.config !== undefined) {
+      const { runForwards } = await import("./_forwards.ts");
+      return await runForwards(v, args, OPTIONS);
+    }
     const { where, ...peer } = peerOptions(v, "client");
     if ((v.listen === undefined) === !v.stdio) {
       throw new UsageError("Give one of --listen or --stdio");
@@ -186,7 +203,7 @@ export function clientMain(args: string[]): Promise<never> {
       ...peer,
       key: (v.key as string | undefined) ?? Deno.env.get("TCP_RELAY_KEY"),
     };
-    if (at) return await forward(options, where, at, linger);
+    if (at) return await forward(options, where, at, linger, stopSignal());
     return await stdio(options, linger);
   });
 }

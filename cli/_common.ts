@@ -12,7 +12,7 @@ import {
   type LogLevel,
   type LogRecord,
 } from "@logtape/logtape";
-import { formatAddr, parseHostPort, VERSION } from "../protocol/_wire.ts";
+import { parseHostPort, VERSION } from "../protocol/_wire.ts";
 
 /** A bad command line: the message is printed and the process exits 2. */
 export class UsageError extends Error {}
@@ -202,6 +202,8 @@ export function textLine(record: LogRecord): string {
       ? part
       : typeof part === "string" && PLAIN.test(part)
       ? `"${part}"`
+      : typeof part === "number" && !Object.is(part, -0)
+      ? String(part)
       : Deno.inspect(part);
   }
   return `${stamp(record.timestamp)} [${LEVEL_TAGS[record.level]}] ${

@@ -35,10 +35,16 @@ const log = getLogger(["tcp-relay", "server"]);
 const USAGE = `tcp-relay server: exposes a local TCP service through a relay
 
 Usage: deno run -A jsr:@x/tcp-relay/server --relay HOST[:PORT] --name NAME --to HOST:PORT [options]
+       deno run -A jsr:@x/tcp-relay/server --config services.toml
   from a checkout: deno run -A server.ts ... (or deno task server ...)
 
 Options:
-  --relay HOST[:PORT]     the relay's servers' port (default port 8010)
+  --relay HOST[:PORT]     the relay's servers' port (default port 8010); or
+                          several relays, a,b:8011,c: the pool is kept at
+                          each, so losing one loses no service
+  --config FILE           offer every [[service]] of a TOML file (see the
+                          README): it takes the place of every flag but the
+                          two logging ones
   --name NAME             the name clients ask for
   --to HOST:PORT          the local service each client is connected to
   --pool N                connections kept waiting at the relay (default 2)
@@ -60,32 +66,57 @@ const OPTIONS = {
     default: String(DEFAULT_MAX_BACKOFF / 1000),
   },
   secret: { type: "string" },
+  config: { type: "string" },
 } as const;
 
-/** Warns when nothing answers at `--to` (the server still starts: the service may come up later). */
-async function probe(to: { hostname: string; port: number }, at: string) {
+/**
+ * Warns when nothing answers at `--to` (the server still starts: the
+ * service may come up later); `service` names the service of a config file.
+ */
+export async function probe(
+  to: { hostname: string; port: number },
+  at: string,
+  service?: string,
+) {
   try {
     const conn = await Deno.connect(to);
     conn.close();
   } catch (e) {
     log.warn(
-      "Nothing answers at --to {to} ({error}): each client will be closed until it does",
-      { to: at, error: reason(e) },
+      service === undefined
+        ? "Nothing answers at --to {to} ({error}): each client will be closed until it does"
+        : "Service {name}: nothing answers at to {to} ({error}): each client will be closed until it does",
+      { to: at, error: reason(e), name: service },
     );
   }
 }
 
-/** Connects a client to the local service, or closes it. */
-function serve(conn: Deno.Conn, to: { hostname: string; port: number }) {
+/** Connects a client to the local service, or closes it; `service` as for {@linkcode probe}. */
+export function serve(
+  conn: Deno.Conn,
+  to: { hostname: string; port: number },
+  service?: string,
+) {
   Deno.connect(to).then((local) => {
     local.setNoDelay(true);
-    log.info("Client connected to {to}", { to: formatAddr(local.remoteAddr) });
+    log.info(
+      service === undefined
+        ? "Client connected to {to}"
+        : "Client of {name} connected to {to}",
+      { to: formatAddr(local.remoteAddr), name: service },
+    );
     return pipePair(conn, new Source(conn), local, new Source(local));
   }, (e) => {
-    log.warn("Cannot reach --to {to} ({error}): client closed", {
-      to: formatAddr({ transport: "tcp", ...to }),
-      error: reason(e),
-    });
+    log.warn(
+      service === undefined
+        ? "Cannot reach --to {to} ({error}): client closed"
+        : "Service {name}: cannot reach to {to} ({error}): client closed",
+      {
+        to: formatAddr({ transport: "tcp", ...to }),
+        error: reason(e),
+        name: service,
+      },
+    );
     conn.close();
   });
 }
@@ -93,6 +124,10 @@ function serve(conn: Deno.Conn, to: { hostname: string; port: number }) {
 /** Runs the server's executable with `args`, and exits. */
 export function serverMain(args: string[]): Promise<never> {
   return runMain(USAGE, () => parseFlags(args, OPTIONS), async (v) => {
+    if (v.config !== undefined) {
+      const { runServices } = await import("./_services.ts");
+      return await runServices(v, args, OPTIONS);
+    }
     const { where, ...peer } = peerOptions(v, "server");
     required(v, "to");
     const to = address("to", v.to as string);

@@ -20,7 +20,7 @@
 
 import type { Redis } from "ioredis";
 import { getLogger } from "@logtape/logtape";
-import type { NameOwners } from "../engine/_rendezvous.ts";
+import type { NameOwners } from "../engine/_owners.ts";
 import type { NameRecord } from "../engine/_store.ts";
 import { newSecret } from "../protocol/_auth.ts";
 import { nameProblem } from "../protocol/_wire.ts";

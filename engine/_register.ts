@@ -14,7 +14,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { Guard } from "./_guard.ts";
-import type { NameOwners } from "./_rendezvous.ts";
+import type { NameOwners } from "./_owners.ts";
 import type { NameTable } from "./_table.ts";
 import { Word } from "../protocol/_wire.ts";
 

@@ -38,24 +38,15 @@ import { Counters, type RelayStats } from "./_stats.ts";
 export type { RelayStats } from "./_stats.ts";
 import { Reclaimer } from "./_reclaim.ts";
 import { Registrar } from "./_register.ts";
+import type { NameOwners } from "./_owners.ts";
+
+export type { NameOwners } from "./_owners.ts";
 import { type Conn, NameTable, type Waiter } from "./_table.ts";
 import type { Cluster } from "./_cluster.ts";
 
 export type { Conn } from "./_table.ts";
 
 const log = getLogger(["tcp-relay", "relay"]);
-
-/** The owners of names: who may serve a name, and who may reach a private one. */
-export interface NameOwners {
-  /** The secrets of `name`, or `undefined` for a name nobody owns. */
-  get(name: string): { secret: string; clientKey?: string } | undefined;
-  /** Makes the caller the owner of `name` (open registration); rejects if it has one. */
-  add?(name: string): Promise<{ secret: string }>;
-  /** Forgets the owner of `name` (its RELEASE under open registration); true if it had one. */
-  remove?(name: string): Promise<boolean>;
-  /** Every owned name: with open registration they count toward `limits.maxNames`. */
-  names?(): string[];
-}
 
 /** Settings of the engine, times in milliseconds. */
 export interface RendezvousSettings {

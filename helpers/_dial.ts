@@ -28,6 +28,7 @@ import {
   Word,
   writeAll,
 } from "../protocol/_wire.ts";
+import { distinct, eachRelay } from "./_multi.ts";
 import {
   isTlsRecord,
   noGreeting,
@@ -47,14 +48,25 @@ export type RelayAddress = string | Deno.NetAddr | {
   port: number;
 };
 
+/** A relay's address, parsed. */
+export interface HostPort {
+  hostname: string;
+  port: number;
+}
+
 /** Options every helper takes. */
 export interface HelperOptions {
   /**
    * The relay, as `HOST` or `HOST:PORT` (`[::1]:PORT` for IPv6), or as an
    * address (`{ hostname, port }`, such as a `Deno.NetAddr`). The port
    * defaults to 8010 for servers and 9010 for clients.
+   *
+   * Or several relays, as a list: `listen()` keeps its pool parked at each
+   * of them; `connect()` (and `accept()`, `reserve()`, `release()`) tries
+   * them in order, moving to the next one when a relay cannot be reached
+   * (or, for `connect()`, answers `NOEXIST`, `OFFLINE` or `LIMIT`).
    */
-  relay: RelayAddress;
+  relay: RelayAddress | RelayAddress[];
   /** The name offered or asked for: 1 to 200 visible ASCII characters, no spaces. */
   name: string;
   /** Connect to the relay over TLS. Default `false`. */
@@ -69,7 +81,8 @@ export interface HelperOptions {
   /**
    * How long the dial may take, in ms: the TCP connect, the TLS handshake
    * and the relay's answers (a server waiting to be paired then waits
-   * without limit, watched by heartbeats). Default `15000`.
+   * without limit, watched by heartbeats); with several relays, for each
+   * relay tried. Default `15000`.
    */
   timeout?: number;
 }
@@ -106,7 +119,7 @@ const GREETING_TIMEOUT = 5_000;
 export function relayAddr(
   relay: RelayAddress,
   role: "server" | "client",
-): { hostname: string; port: number } {
+): HostPort {
   if (typeof relay === "string") {
     const addr = parseHostPort(
       relay,
@@ -131,19 +144,21 @@ export function relayAddr(
 }
 
 /**
- * Checks the options every helper takes and returns the relay's address;
- * TypeError/RangeError when bad.
+ * Checks the options every helper takes and returns the relays' addresses
+ * (one, or those of a list, in its order); TypeError/RangeError when bad.
  */
 export function checkOptions(
   options: HelperOptions,
   role: "server" | "client",
-): { hostname: string; port: number } {
+): HostPort[] {
   if (options?.relay === undefined || options.relay === null) {
     throw new TypeError(
-      "options.relay must be a string like host:port or a { hostname, port }",
+      "options.relay must be a string like host:port or a { hostname, port }, or a list of them",
     );
   }
-  const addr = relayAddr(options.relay, role);
+  const list = Array.isArray(options.relay) ? options.relay : [options.relay];
+  if (list.length === 0) throw new RangeError("options.relay lists no relay");
+  const addrs = distinct(list.map((relay) => relayAddr(relay, role)));
   if (typeof options.name !== "string") {
     throw new TypeError("options.name must be a string");
   }
@@ -158,7 +173,7 @@ export function checkOptions(
     !(Array.isArray(options.caCerts) &&
       options.caCerts.every((c) => typeof c === "string"))
   ) throw new TypeError("options.caCerts must be an array of PEM strings");
-  return addr;
+  return addrs;
 }
 
 /** Relays that answered `HELLO 2` as a v1 relay does, and when. */
@@ -185,13 +200,34 @@ class FallBack extends Error {}
  * connection stays open unless `body` closes it). On failure the connection
  * is closed and the error becomes a {@linkcode RelayError}, or
  * `signal.reason` on abort. `timeout` bounds both dials together.
+ *
+ * Given several relays, it tries them in order (see `eachRelay`).
  */
 export async function withRelay<T>(
   options: HelperOptions,
   role: "server" | "client",
   body: (session: Session) => Promise<T>,
 ): Promise<T> {
-  const addr = checkOptions(options, role);
+  const relays = checkOptions(options, role);
+  return await eachRelay(
+    relays,
+    options,
+    role,
+    (addr, started) =>
+      withOne(options, addr, role, (s) => {
+        started();
+        return body(s);
+      }),
+  );
+}
+
+/** {@linkcode withRelay} at one relay, `addr`. */
+async function withOne<T>(
+  options: HelperOptions,
+  addr: HostPort,
+  role: "server" | "client",
+  body: (session: Session) => Promise<T>,
+): Promise<T> {
   const where = formatAddr({ transport: "tcp", ...addr });
   const key = `${role} ${where} ${options.tls ? "tls" : "tcp"}`;
   const end = Date.now() + (options.timeout ?? DEFAULT_HELPER_TIMEOUT);

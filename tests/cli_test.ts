@@ -133,6 +133,12 @@ Deno.test("text log lines are exactly LogTape's text format (with its timestamps
       record("debug", ["Pair ", "n", " closed"], at + 86_400_000 + 1),
       record("trace", ["", null, " and ", undefined, ""], at - 1),
       record("info", ["", "tab\there", " ", "ünï", " ", "x'y", ""], at),
+      record("info", ["", 0.125, " s, ", 5, " up, ", -0, " ", 1e21, ""], at),
+      record(
+        "info",
+        ["", NaN, " ", -Infinity, " ", 12345678901234567890, ""],
+        at,
+      ),
     ]
   ) assertEquals(textLine(r), theirs(r));
 });
