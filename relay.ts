@@ -35,6 +35,7 @@ import { checkChanges, resolveOptions, setPath } from "./engine/_options.ts";
 import { MemoryOwners } from "./engine/_owners.ts";
 import type { AdminOptions, AdminServer } from "./admin/_server.ts";
 import { ClusterNode, type ClusterOptions } from "./cluster/_node.ts";
+import type { ClusterStatus } from "./cluster/_status.ts";
 
 export type { NameOwners, RelayStats } from "./engine/_rendezvous.ts";
 export type {
@@ -49,6 +50,7 @@ export type {
 export type { RefusalCode } from "./protocol/_wire.ts";
 export type { Limits } from "./engine/_guard.ts";
 export type { ClusterOptions } from "./cluster/_node.ts";
+export type { ClusterNodeStatus, ClusterStatus } from "./cluster/_status.ts";
 export type { AdminNames, AdminOptions, AdminServer } from "./admin/_server.ts";
 
 /**
@@ -131,6 +133,24 @@ export interface Relay extends AsyncDisposable {
   /** In a cluster, where other nodes' links come in; else `undefined`. */
   readonly peerAddr?: Deno.NetAddr;
   /**
+   * In a cluster, this node's view of it (the nodes, their leases, where
+   * each name is parked, the forwarded pairings); else `undefined`.
+   *
+   * @example The cluster as a node sees it
+   * ```ts
+   * import { serveRelay } from "jsr:@x/tcp-relay/relay";
+   *
+   * await using relay = serveRelay({
+   *   serverPort: 0,
+   *   clientPort: 0,
+   *   cluster: { redis: "redis://127.0.0.1:6379", node: "a", secret: "0123456789abcdef", peerPort: 0 },
+   * });
+   * const status = await relay.cluster?.status();
+   * for (const n of status?.nodes ?? []) console.log(n.node, n.up, n.leaseAgeMs, n.parked);
+   * ```
+   */
+  readonly cluster?: RelayCluster;
+  /**
    * Settles once the relay knows its owned names: at once, or in a cluster
    * when they were first read from Redis (until then it refuses every name).
    */
@@ -175,6 +195,22 @@ export interface Relay extends AsyncDisposable {
    * {@linkcode Relay.finished}.
    */
   shutdown(): Promise<void>;
+}
+
+/** A relay's membership of a cluster: {@linkcode Relay.cluster}. */
+export interface RelayCluster {
+  /** This node's name (`--node`). */
+  readonly node: string;
+  /**
+   * The cluster as this node sees it: every node (this one first) with its
+   * address, whether its lease is live, the lease's age and the names it
+   * holds with their parked counts; and the pairings forwarded out and in.
+   * The other nodes are read from Redis at most once a second, a read
+   * taking at most a second (while Redis is away they are shown down):
+   * any number of callers (scrapes, status pages) cost Redis one read a
+   * second.
+   */
+  status(): Promise<ClusterStatus>;
 }
 
 /**
@@ -274,6 +310,9 @@ export function serveRelay(options: RelayOptions = {}): Relay {
     serverAddr: serverListener.addr as Deno.NetAddr,
     clientAddr: clientListener.addr as Deno.NetAddr,
     peerAddr: node?.peerAddr,
+    cluster: node
+      ? { node: options.cluster!.node, status: () => node!.status() }
+      : undefined,
     ready: node ? node.owners.loaded : Promise.resolve(),
     finished,
     stats: () => core.stats(),

@@ -7,7 +7,7 @@
  */
 
 import { nameProblem, REFUSAL_CODES, VERSION } from "../protocol/_wire.ts";
-import type { PairInfo, Relay, RelayStats } from "../relay.ts";
+import type { ClusterStatus, PairInfo, Relay, RelayStats } from "../relay.ts";
 import type { Series } from "./_history.ts";
 
 /**
@@ -89,9 +89,40 @@ function address(addr: Deno.NetAddr): string {
     : `${addr.hostname}:${addr.port}`;
 }
 
+/**
+ * The cluster as `/api/status` shows it: per node at most
+ * {@linkcode STATUS_ROWS} names (those with most parked), and the pairings
+ * by route.
+ */
+function clusterRow(c: ClusterStatus, pairings: number) {
+  return {
+    node: c.node,
+    registered: c.registered,
+    readAt: c.readAt,
+    pairings: {
+      local: Math.max(0, pairings - c.forwardedIn - c.forwardedOut),
+      forwardedOut: c.forwardedOut,
+      forwardedIn: c.forwardedIn,
+    },
+    nodes: c.nodes.map((n) => {
+      const names = Object.entries(n.parked).sort(([a, x], [b, y]) =>
+        y - x || (a < b ? -1 : 1)
+      );
+      return {
+        ...n,
+        parked: Object.fromEntries(names.slice(0, STATUS_ROWS)),
+        names: names.length,
+        servers: names.reduce((sum, [, count]) => sum + count, 0),
+      };
+    }),
+  };
+}
+
 /** `GET /api/status`: everything the status page shows. */
-export function status(ctx: ApiContext): Response {
-  const { relay } = ctx, s = relay.stats(), now = Date.now();
+export async function status(ctx: ApiContext): Promise<Response> {
+  const { relay } = ctx;
+  const cluster = await relay.cluster?.status();
+  const s = relay.stats(), now = Date.now();
   const busy = Object.entries(s.names).sort(([a, x], [b, y]) =>
     y.parked + y.waiting + y.active - (x.parked + x.waiting + x.active) ||
     (a < b ? -1 : 1)
@@ -131,6 +162,7 @@ export function status(ctx: ApiContext): Response {
     pairsTotal: pairs.length,
     refusals,
     throughput: ctx.series(),
+    cluster: cluster ? clusterRow(cluster, s.pairings) : null,
   });
 }
 

@@ -20,7 +20,8 @@ import {
   Registry,
 } from "prom-client";
 import { REFUSAL_CODES, VERSION } from "../protocol/_wire.ts";
-import type { Relay, RelayStats } from "../relay.ts";
+import type { ClusterStatus, Relay, RelayStats } from "../relay.ts";
+import { clusterMetrics } from "./_cluster_metrics.ts";
 
 /** How many names get series of their own; the rest are `name="_other"`. */
 export const TOP_NAMES = 50;
@@ -72,6 +73,8 @@ export class RelayMetrics implements Disposable {
   #accepted = { server: 0, client: 0 };
   /** One stats() per scrape, shared by every collect callback. */
   #stats!: RelayStats;
+  /** One cluster status per scrape, in a cluster. */
+  #cluster?: ClusterStatus;
   #relay: Relay;
 
   constructor(relay: Relay) {
@@ -215,6 +218,15 @@ export class RelayMetrics implements Disposable {
       registers,
     });
 
+    if (relay.cluster) {
+      clusterMetrics(
+        registers,
+        () => this.#cluster!,
+        () => this.#stats.pairings,
+        { top: TOP_NAMES, other: OTHER },
+      );
+    }
+
     collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
     for (const name of DROPPED) this.registry.removeSingleMetric(PREFIX + name);
 
@@ -233,9 +245,10 @@ export class RelayMetrics implements Disposable {
   }
 
   /** The metrics in Prometheus' text format. */
-  metrics(): Promise<string> {
+  async metrics(): Promise<string> {
+    this.#cluster = await this.#relay.cluster?.status();
     this.#stats = this.#relay.stats();
-    return this.registry.metrics();
+    return await this.registry.metrics();
   }
 
   /** The content type of {@linkcode RelayMetrics.metrics}. */

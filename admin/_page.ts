@@ -8,8 +8,13 @@
  */
 
 import { createHash } from "node:crypto";
+import {
+  CLUSTER_SCRIPT,
+  CLUSTER_SECTION,
+  CLUSTER_STYLE,
+} from "./_cluster_page.ts";
 
-const STYLE = `
+const STYLE = CLUSTER_STYLE + `
 :root {
   --bg: #f5f6f8; --card: #fff; --text: #1d2330; --muted: #667085;
   --line: #e4e7ec; --up: #2f6fed; --down: #e8833a; --ok: #12a150;
@@ -94,8 +99,7 @@ const BODY = `
     <div class="card"><div class="label">Client → server</div><div class="value" id="c-up">–</div><div class="sub" id="c-up-rate"></div></div>
     <div class="card"><div class="label">Server → client</div><div class="value" id="c-down">–</div><div class="sub" id="c-down-rate"></div></div>
     <div class="card"><div class="label">Refusals</div><div class="value" id="c-refusals">–</div><div class="sub" id="c-uptime"></div></div>
-  </div>
-  <section>
+  </div>${CLUSTER_SECTION}  <section>
     <h2>Throughput <span class="note">bytes per second, last 10 minutes, 1 s resolution</span></h2>
     <div class="legend">
       <span><i class="up"></i>client → server <b id="l-up">–</b></span>
@@ -123,7 +127,7 @@ const BODY = `
 </main>
 `;
 
-const SCRIPT = `
+const SCRIPT = CLUSTER_SCRIPT + `
 "use strict";
 const MEANING = {
   LIMIT: "connection limits", RATE: "too many failed proofs", AUTH: "bad proof",
@@ -294,7 +298,7 @@ async function refresh() {
     if (!res.ok) throw new Error(res.status + " " + res.statusText);
     const s = await res.json();
     lastStatus = s; failures = 0;
-    renderCards(s); renderNames(s); renderPairs(s); renderRefusals(s); drawChart();
+    renderCards(s); renderCluster(s); renderNames(s); renderPairs(s); renderRefusals(s); drawChart();
     $("updated").textContent = "updated " + new Date(s.now).toLocaleTimeString();
   } catch (e) {
     if (++failures > 1) {

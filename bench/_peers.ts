@@ -142,6 +142,108 @@ export function projectPeer(
   );
 }
 
+/** How often the `project-admin` peer's `/metrics` is scraped (ms). */
+export const SCRAPE_EVERY = 1_000;
+
+/**
+ * Waits until the file at `path` holds a match of `re` (the first group
+ * returned); fails after `ms`, or once `exited` says the process is gone.
+ */
+async function waitInFile(
+  path: string,
+  re: RegExp,
+  exited: () => boolean,
+  ms = 15_000,
+): Promise<string> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const m = re.exec(await Deno.readTextFile(path));
+    if (m) return m[1];
+    if (exited()) throw new Error(`the relay exited before logging ${re}`);
+    if (Date.now() > end) throw new Error(`no ${re} in ${ms / 1000} s`);
+    await sleep(25);
+  }
+}
+
+/**
+ * This relay with `--admin 127.0.0.1:0` (the admin server on a free port,
+ * read from its startup log line), its `/metrics` scraped at once and then
+ * every second while it runs, as a Prometheus would: what the admin server
+ * costs. Its log goes to a file (as `project`'s goes nowhere), so that no
+ * reader of a pipe competes with the relay for the CPU.
+ */
+export function adminPeer(about: string): Peer {
+  return {
+    about,
+    proto: "seed",
+    repeats: true,
+    burst: false,
+    async start() {
+      const log = await Deno.makeTempFile({ prefix: "bench-admin-" });
+      const child = new Deno.Command("sh", {
+        args: [
+          "-c",
+          'exec "$0" "$@" 2>"$BENCH_ADMIN_LOG"',
+          deno,
+          ...relayArgs([], ["--admin", "127.0.0.1:0"]),
+        ],
+        env: { BENCH_ADMIN_LOG: log },
+        cwd: ROOT,
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      let exited = false;
+      child.status.then(() => exited = true);
+      let url: string;
+      try {
+        url = await waitInFile(
+          log,
+          /Admin server on "(http:[^"]+)"/,
+          () => exited,
+        );
+        await waitForPort(CLIENT_PORT);
+      } catch (e) {
+        await stopChild(child);
+        await Deno.remove(log).catch(() => {});
+        throw e;
+      }
+      let scrapes = 0, failed = 0, busy = false;
+      const scrape = async () => {
+        if (busy) return;
+        busy = true;
+        try {
+          const res = await fetch(new URL("/metrics", url));
+          await res.text();
+          if (res.ok) scrapes++;
+          else failed++;
+        } catch {
+          failed++;
+        } finally {
+          busy = false;
+        }
+      };
+      scrape();
+      const scraper = setInterval(scrape, SCRAPE_EVERY);
+      return {
+        serverPort: SERVER_PORT,
+        clientPort: CLIENT_PORT,
+        pids: [child.pid],
+        async stop() {
+          clearInterval(scraper);
+          await stopChild(child);
+          await Deno.remove(log).catch(() => {});
+          console.error(
+            `bench: project-admin: ${scrapes} scrapes of /metrics${
+              failed ? `, ${failed} failed` : ""
+            }`,
+          );
+        },
+      };
+    },
+  };
+}
+
 /** Every peer, in the order of the table. */
 export const PEERS: Record<string, Peer> = {
   direct: {
@@ -202,6 +304,9 @@ export const PEERS: Record<string, Peer> = {
     [],
     ["--data-path", "streams"],
   ),
+  "project-admin": adminPeer(
+    "this relay with --admin 127.0.0.1:0, /metrics scraped every second",
+  ),
   cluster: clusterPeer(),
 };
 
@@ -212,5 +317,6 @@ export const DEFAULT_PEERS = [
   "socat",
   "project",
   "project-lean",
+  "project-admin",
   "cluster",
 ];

@@ -16,6 +16,7 @@ import { line, Word, writeAll } from "../protocol/_wire.ts";
 import { DEFAULT_PEER_PORT, forward, LinkListener } from "./_link.ts";
 import { LEASE, nodeNameProblem, Registry } from "./_registry.ts";
 import { RedisOwners } from "./_owners.ts";
+import { type ClusterStatus, ClusterView } from "./_status.ts";
 
 const log = getLogger(["tcp-relay", "cluster"]);
 
@@ -88,6 +89,9 @@ export class ClusterNode implements Cluster {
   #closed = false;
   #out = 0;
   #in = 0;
+  /** Forwarded requests not paired yet: the client's peer → when it came. */
+  #incoming = new Map<string, number>();
+  #view: ClusterView;
 
   constructor(options: ClusterOptions, hostname: string, wait: number) {
     checkClusterOptions(options);
@@ -101,11 +105,12 @@ export class ClusterNode implements Cluster {
       tls: options.tls,
     }, (req) => {
       if (!this.#engine || this.#closed) return req.conn.close();
-      this.#in++;
+      const peer = `${req.peer} (node ${req.from})`;
+      this.#expect(peer);
       this.#engine.serveForwarded(req.name, {
         conn: req.conn,
         source: new Source(req.conn, req.rest),
-        peer: `${req.peer} (node ${req.from})`,
+        peer,
         dead: false,
       });
     });
@@ -125,6 +130,15 @@ export class ClusterNode implements Cluster {
       },
       onRefresh: (version) => this.owners.sync(version),
     });
+    this.#view = new ClusterView({
+      node: options.node,
+      addr,
+      redis: this.#registry.redis,
+      registered: () => this.#registry.up,
+      members: () => this.#registry.members(),
+      local: () => this.#engine?.counts() ?? {},
+      forwarded: () => ({ in: this.#in, out: this.#out }),
+    });
   }
 
   attach(engine: EngineHandle): void {
@@ -137,9 +151,23 @@ export class ClusterNode implements Cluster {
         case "released":
           return this.#change(e.name);
         case "paired":
+          // a forwarded request counts once paired (it may be refused)
+          if (this.#incoming.delete(e.pair.client)) this.#in++;
           return this.#change(e.pair.name);
+        case "refused":
+          this.#incoming.delete(e.peer);
       }
     });
+  }
+
+  /** Notes a forwarded request from `peer`, forgetting any a minute old. */
+  #expect(peer: string): void {
+    const old = Date.now() - 60_000;
+    for (const [p, at] of this.#incoming) {
+      if (at > old) break;
+      this.#incoming.delete(p);
+    }
+    this.#incoming.set(peer, Date.now());
   }
 
   /** Tells Redis of `name`'s parked count, with other changes of this turn. */
@@ -168,6 +196,15 @@ export class ClusterNode implements Cluster {
       forwardedOut: this.#out,
       forwardedIn: this.#in,
     };
+  }
+
+  /**
+   * The cluster as this node sees it: every node with its lease and parked
+   * counts (read from Redis at most once a second, bounded by a second)
+   * and the forwarded pairings.
+   */
+  status(): Promise<ClusterStatus> {
+    return this.#view.status();
   }
 
   async route(

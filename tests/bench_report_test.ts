@@ -78,3 +78,25 @@ Deno.test("bench report: a failover that never served a client misses its target
   );
   ok(row(text, "| cluster: kill -9").endsWith("| **missed** |"), text);
 });
+
+Deno.test("bench report: pairings/s with --admin are checked against the same relay without it (0.9×)", () => {
+  const results: Results = new Map([
+    ["project", [{ pairing: 2000, parallel: 3000 }]],
+    ["project-admin", [{ pairing: 1900, parallel: 2400 }]],
+  ]);
+  const text = report(
+    results,
+    ["project", "project-admin"],
+    ["pairing", "parallel"],
+    FIGURES,
+    SETTINGS,
+  );
+  ok(row(text, "| project-admin |").includes("1,900"), text);
+  const sequential = row(text, "| sequential pairings with --admin");
+  ok(sequential.includes("0.95× (1,900 / 2,000)"), sequential);
+  ok(sequential.endsWith("| met |"), sequential);
+  ok(
+    row(text, "| 16 parallel pairings with --admin").endsWith("| **missed** |"),
+    text,
+  );
+});
