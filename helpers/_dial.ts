@@ -8,12 +8,15 @@
  * A v2 dial sends `HELLO 2` at once, without waiting for the relay's
  * greeting: one round trip fewer, and a TLS relay, hearing plain bytes,
  * closes at once instead of waiting for a handshake. A v1 (seed) relay reads
- * the line as a command or a name and answers as it did before.
+ * the line as a command or a name and answers as it did before. A request
+ * that needs no nonce (no proof) may go in the same write (`early`): one
+ * round trip fewer again.
  *
  * @module
  */
 
 import { getLogger } from "@logtape/logtape";
+import { proof } from "../protocol/_auth.ts";
 import { RelayError } from "../protocol/_errors.ts";
 import {
   DEFAULT_CLIENT_PORT,
@@ -99,6 +102,22 @@ export interface Session {
   deadline(ms?: number): void;
 }
 
+/**
+ * `COMMAND name [proof]`: a v2 request line, with the proof of `secret`
+ * under the relay's `nonce` when there is a secret (without one, the line
+ * needs no nonce and may go `early`).
+ */
+export function requestLine(
+  nonce: string,
+  command: string,
+  name: string,
+  secret?: string,
+): string {
+  return secret
+    ? `${command} ${name} ${proof(secret, nonce, command, name)}`
+    : `${command} ${name}`;
+}
+
 /** The longest wait for the relay's greeting, in ms (within `timeout`). */
 const GREETING_TIMEOUT = 5_000;
 
@@ -179,6 +198,35 @@ export function isV1Session(conn: Deno.Conn): boolean {
 
 class FallBack extends Error {}
 
+/** How a dial goes besides its options. */
+export interface DialHow {
+  /**
+   * A v2 request line sent with `HELLO 2`, in the same write, before the
+   * nonce is known (so: one without a proof). The body then sends no
+   * request of its own when the session has a nonce.
+   */
+  early?: string;
+  /**
+   * Speak v2 or nothing: against a v1 relay, reject with `UNKNOWN_COMMAND`
+   * instead of dialing again in v1.
+   */
+  v2Only?: boolean;
+}
+
+/** The relay's address as `host:port` and the key it is remembered by. */
+export function relayKey(
+  options: HelperOptions,
+  role: "server" | "client",
+): { where: string; key: string; addr: { hostname: string; port: number } } {
+  const addr = checkOptions(options, role);
+  const where = formatAddr({ transport: "tcp", ...addr });
+  return {
+    where,
+    addr,
+    key: `${role} ${where} ${options.tls ? "tls" : "tcp"}`,
+  };
+}
+
 /**
  * Dials the relay's server or client port, reads its greeting, negotiates v2
  * (or, against a v1 relay, dials again and speaks v1), and runs `body` (the
@@ -190,15 +238,14 @@ export async function withRelay<T>(
   options: HelperOptions,
   role: "server" | "client",
   body: (session: Session) => Promise<T>,
+  how: DialHow = {},
 ): Promise<T> {
-  const addr = checkOptions(options, role);
-  const where = formatAddr({ transport: "tcp", ...addr });
-  const key = `${role} ${where} ${options.tls ? "tls" : "tcp"}`;
+  const { addr, where, key } = relayKey(options, role);
   const end = Date.now() + (options.timeout ?? DEFAULT_HELPER_TIMEOUT);
   const since = v1Relays.get(key);
   if (since === undefined || Date.now() - since > V1_MEMORY) {
     try {
-      return await dial(options, addr, where, role, end, true, body);
+      return await dial(options, addr, where, role, end, true, body, how);
     } catch (e) {
       if (!(e instanceof FallBack)) throw e;
       v1Relays.set(key, Date.now());
@@ -207,6 +254,12 @@ export async function withRelay<T>(
         { relay: where },
       );
     }
+  }
+  if (how.v2Only) {
+    throw new RelayError(
+      "UNKNOWN_COMMAND",
+      `Relay ${where} speaks protocol v1 only`,
+    );
   }
   return await dial(options, addr, where, role, end, false, async (s) => {
     const result = await body(s);
@@ -274,6 +327,7 @@ async function dial<T>(
   end: number,
   v2: boolean,
   body: (session: Session) => Promise<T>,
+  how: DialHow = {},
 ): Promise<T> {
   const { signal } = options;
   signal?.throwIfAborted();
@@ -328,7 +382,9 @@ async function dial<T>(
       deadline,
     };
     // Pipelined: sent before the greeting arrives (see the module doc).
-    const hello = v2 ? session.write(HELLO_V2) : Promise.resolve();
+    const hello = v2
+      ? session.write(HELLO_V2, ...how.early ? [how.early] : [])
+      : Promise.resolve();
     hello.catch(() => {}); // a failed write shows in the reads below
     await greeting(session, role, tls, end);
     phase = "answer";
