@@ -25,7 +25,6 @@ import {
   type HelperOptions,
   refusal,
   type RelayConn,
-  requestLine,
   type Session,
   withRelay,
 } from "./helpers/_dial.ts";
@@ -35,8 +34,14 @@ import {
   RelayListener,
 } from "./helpers/_listener.ts";
 import { DEFAULT_MAX_POOL, Unparked } from "./helpers/_demand.ts";
+import { proof } from "./protocol/_auth.ts";
 import { RelayError } from "./protocol/_errors.ts";
-import { DEFAULT_HEARTBEAT, formatAddr, Word } from "./protocol/_wire.ts";
+import {
+  DEFAULT_HEARTBEAT,
+  formatAddr,
+  requestLine,
+  Word,
+} from "./protocol/_wire.ts";
 
 export type {
   HelperOptions,
@@ -62,7 +67,12 @@ export interface ReserveResult {
 
 /** `COMMAND name [proof]`: a v2 request line. */
 function request(s: Session, command: string, options: ServerOptions): string {
-  return requestLine(s.nonce!, command, options.name, options.secret);
+  const { name, secret } = options;
+  return requestLine(
+    command,
+    name,
+    secret && proof(secret, s.nonce!, command, name),
+  );
 }
 
 /**
@@ -102,7 +112,7 @@ function park(
   // Without a proof to make, the request goes with HELLO 2: no nonce needed.
   const early = options.secret
     ? undefined
-    : requestLine("", Word.CONNECT, options.name);
+    : requestLine(Word.CONNECT, options.name);
   return withRelay(options, "server", async (s) => {
     if (s.nonce === undefined) {
       await s.write(Word.CONNECT, options.name);

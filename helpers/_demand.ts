@@ -20,14 +20,16 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { relayKey, requestLine, withRelay } from "./_dial.ts";
+import { relayKey, withRelay } from "./_dial.ts";
 import { isPermanent, refusal } from "./_hints.ts";
 import { pause } from "../datapath/_accept.ts";
+import { proof } from "../protocol/_auth.ts";
 import { RelayError } from "../protocol/_errors.ts";
 import {
   parseErrorLine,
   parseNeed,
   parseWatching,
+  requestLine,
   Word,
 } from "../protocol/_wire.ts";
 import type { PoolOptions } from "./_listener.ts";
@@ -178,9 +180,12 @@ async function watchOnce(
   need: (n: number) => void,
 ): Promise<never> {
   const { name, secret } = options;
-  const early = secret ? undefined : requestLine("", Word.WATCH, name);
+  const early = secret ? undefined : requestLine(Word.WATCH, name);
   return await withRelay(options, "server", async (s) => {
-    if (!early) await s.write(requestLine(s.nonce!, Word.WATCH, name, secret));
+    if (secret) {
+      const p = proof(secret, s.nonce!, Word.WATCH, name);
+      await s.write(requestLine(Word.WATCH, name, p));
+    }
     const answer = await s.read();
     const beat = parseWatching(answer);
     if (beat === undefined) {

@@ -16,7 +16,6 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { proof } from "../protocol/_auth.ts";
 import { RelayError } from "../protocol/_errors.ts";
 import {
   DEFAULT_CLIENT_PORT,
@@ -100,22 +99,6 @@ export interface Session {
   expect(word: string): Promise<void>;
   /** Restarts the timeout with `ms`, or stops it (`undefined`). */
   deadline(ms?: number): void;
-}
-
-/**
- * `COMMAND name [proof]`: a v2 request line, with the proof of `secret`
- * under the relay's `nonce` when there is a secret (without one, the line
- * needs no nonce and may go `early`).
- */
-export function requestLine(
-  nonce: string,
-  command: string,
-  name: string,
-  secret?: string,
-): string {
-  return secret
-    ? `${command} ${name} ${proof(secret, nonce, command, name)}`
-    : `${command} ${name}`;
 }
 
 /** The longest wait for the relay's greeting, in ms (within `timeout`). */

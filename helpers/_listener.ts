@@ -257,7 +257,7 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
     const taker = this.#takers.shift();
     if (taker) taker.resolve(conn);
     else this.#queue.push(conn);
-    this.#demand?.poke(); // one fewer parked: room for one more
+    this.#demand?.poke(); // room may have freed up
   }
 
   #fail(e: unknown): void {

@@ -138,6 +138,18 @@ export const DEFAULT_HEARTBEAT = 15_000;
  */
 export const NEED_INTERVAL = 5;
 
+/**
+ * `COMMAND <name> [<proof>]`: a v2 server's request line. Without a proof it
+ * needs no nonce, so it may go in the same write as `HELLO 2`.
+ */
+export function requestLine(
+  command: string,
+  name: string,
+  proof?: string,
+): string {
+  return proof ? `${command} ${name} ${proof}` : `${command} ${name}`;
+}
+
 /** `WATCHING <heartbeat s>`: the relay's acknowledgement of a `WATCH`. */
 export function watchingLine(heartbeatMs: number): string {
   return `${Word.WATCHING} ${heartbeatMs / 1000}`;
