@@ -35,9 +35,15 @@ import {
   RelayListener,
 } from "./helpers/_listener.ts";
 import { MultiListener } from "./helpers/_multi.ts";
+import { DEFAULT_MAX_POOL, Unparked } from "./helpers/_demand.ts";
 import { proof } from "./protocol/_auth.ts";
 import { RelayError } from "./protocol/_errors.ts";
-import { DEFAULT_HEARTBEAT, formatAddr, Word } from "./protocol/_wire.ts";
+import {
+  DEFAULT_HEARTBEAT,
+  formatAddr,
+  requestLine,
+  Word,
+} from "./protocol/_wire.ts";
 
 export type {
   HelperOptions,
@@ -64,9 +70,11 @@ export interface ReserveResult {
 /** `COMMAND name [proof]`: a v2 request line. */
 function request(s: Session, command: string, options: ServerOptions): string {
   const { name, secret } = options;
-  return secret
-    ? `${command} ${name} ${proof(secret, s.nonce!, command, name)}`
-    : `${command} ${name}`;
+  return requestLine(
+    command,
+    name,
+    secret && proof(secret, s.nonce!, command, name),
+  );
 }
 
 /**
@@ -91,11 +99,22 @@ export function accept<O extends ServerOptions>(
   return park(options) as Promise<RelayConn<O>>;
 }
 
-/** {@linkcode accept}, telling `parked()` once the connection waits at the relay. */
+/**
+ * {@linkcode accept}, telling `parked()` once the connection waits at the
+ * relay. At each PING (v2), a connection that `stay()` no longer wants
+ * answers `STOP`: the relay unparks it, and no client can have taken it
+ * meanwhile (the relay pairs none while a PING is out). It rejects with
+ * {@linkcode Unparked}.
+ */
 function park(
   options: ServerOptions,
   parked?: () => void,
+  stay?: () => boolean,
 ): Promise<Deno.TcpConn | Deno.TlsConn> {
+  // Without a proof to make, the request goes with HELLO 2: no nonce needed.
+  const early = options.secret
+    ? undefined
+    : requestLine(Word.CONNECT, options.name);
   return withRelay(options, "server", async (s) => {
     if (s.nonce === undefined) {
       await s.write(Word.CONNECT, options.name);
@@ -103,7 +122,7 @@ function park(
       parked?.(); // as far as a v1 relay tells
       await s.expect(Word.CONNECTED);
     } else {
-      await s.write(request(s, Word.CONNECT, options));
+      if (!early) await s.write(request(s, Word.CONNECT, options));
       const answer = await s.read();
       const m = /^PARKED(?: (\d+(?:\.\d+)?))?$/i.exec(answer);
       if (!m) throw refusal(answer, s.where, options.name);
@@ -116,13 +135,17 @@ function park(
         if (got.toUpperCase() !== Word.PING) {
           throw refusal(got, s.where, options.name);
         }
+        if (stay && !stay()) {
+          await s.write(Word.STOP);
+          throw new Unparked();
+        }
         await s.write(Word.PONG);
       }
       s.deadline();
     }
     if ("setNoDelay" in s.conn) s.conn.setNoDelay(true);
     return s.conn;
-  });
+  }, { early });
 }
 
 async function command(options: ServerOptions, word: string): Promise<string> {
@@ -190,6 +213,21 @@ export interface ListenOptions extends ServerOptions {
    * Default `2`.
    */
   pool?: number;
+  /**
+   * Connections parked or being dialed at most when a crowd comes (on-demand
+   * parking, protocol v2): the relay tells how many clients wait and that
+   * many more are opened at once, in parallel, up to this many; once the
+   * crowd is gone the pool shrinks back to `pool`. At least `pool`; equal
+   * to it, a fixed pool. Against a relay without on-demand parking (a v1
+   * relay, or an older v2 one), a fixed pool of `pool`. Default `64` (or
+   * `pool`, if that is more).
+   */
+  maxPool?: number;
+  /**
+   * How long after the relay last told of waiting clients the connections
+   * opened on demand are closed, in ms. Default `5000`.
+   */
+  shrinkAfter?: number;
   /** First pause before reconnecting to a relay that is away, in ms. Default `100`. */
   minBackoff?: number;
   /**
@@ -203,6 +241,9 @@ export interface ListenOptions extends ServerOptions {
  * Keeps `pool` connections waiting at the relay under `name`, replaces each
  * one a client takes at once, and reconnects with exponential backoff and
  * jitter while the relay is away: a relay restart needs no server restart.
+ * When more clients come at once than are parked, a relay that speaks
+ * on-demand parking says how many wait, and up to `maxPool` connections are
+ * opened at once; they are closed again once the crowd is gone.
  * The listener's `ready` resolves once a connection is parked, and its
  * `state` and `lastError` tell whether the relay is reachable; a failure
  * that retrying cannot mend (a wrong secret, a certificate not trusted, not
@@ -246,19 +287,25 @@ export function listen<O extends ListenOptions>(
       `options.pool must be a whole number from 1 to 1000, not ${pool}`,
     );
   }
-  for (const key of ["minBackoff", "maxBackoff"] as const) {
+  const maxPool = options.maxPool ?? Math.max(DEFAULT_MAX_POOL, pool);
+  if (!Number.isInteger(maxPool) || maxPool < pool || maxPool > 1000) {
+    throw new RangeError(
+      `options.maxPool must be a whole number from options.pool (${pool}) to 1000, not ${maxPool}`,
+    );
+  }
+  for (const key of ["minBackoff", "maxBackoff", "shrinkAfter"] as const) {
     const ms = options[key];
     if (ms !== undefined && !(typeof ms === "number" && ms >= 0)) {
       throw new RangeError(`options.${key} must be a number of ms >= 0`);
     }
   }
-  const o: PoolOptions = { ...options, pool };
+  const o: PoolOptions = { ...options, pool, maxPool };
   /** The listener at one relay. */
   const at = (relay: HostPort, opts: PoolOptions) =>
     new RelayListener<RelayConn<O>>(
       opts,
       formatAddr({ transport: "tcp", ...relay }),
-      (o, parked) => park(o, parked) as Promise<RelayConn<O>>,
+      (o, parked, stay) => park(o, parked, stay) as Promise<RelayConn<O>>,
     );
   if (relays.length === 1) return at(relays[0], o);
   // Several relays: the whole pool at each, merged (helpers/_multi.ts).

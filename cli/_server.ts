@@ -9,6 +9,7 @@
 import { getLogger } from "@logtape/logtape";
 import { listen } from "../server.ts";
 import { DEFAULT_MAX_BACKOFF } from "../helpers/_listener.ts";
+import { DEFAULT_MAX_POOL } from "../helpers/_demand.ts";
 import { pipePair } from "../datapath/_pipe.ts";
 import { Source } from "../datapath/_source.ts";
 import { formatAddr } from "../protocol/_wire.ts";
@@ -48,6 +49,10 @@ Options:
   --name NAME             the name clients ask for
   --to HOST:PORT          the local service each client is connected to
   --pool N                connections kept waiting at the relay (default 2)
+  --max-pool N            when a crowd comes, up to N connections parked or
+                          being opened at once, back to --pool once it is
+                          gone; N = --pool: a fixed pool (default ${DEFAULT_MAX_POOL},
+                          or --pool if more)
   --max-backoff SECONDS   longest pause between attempts to reach a relay
                           that is away: a restarted relay is found again
                           within about this long (default ${
@@ -61,6 +66,7 @@ const OPTIONS = {
   ...PEER_OPTIONS,
   to: { type: "string" },
   pool: { type: "string", default: "2" },
+  "max-pool": { type: "string" },
   "max-backoff": {
     type: "string",
     default: String(DEFAULT_MAX_BACKOFF / 1000),
@@ -132,6 +138,9 @@ export function serverMain(args: string[]): Promise<never> {
     required(v, "to");
     const to = address("to", v.to as string);
     const pool = integer("pool", v.pool as string, 1, 1000);
+    const maxPool = v["max-pool"] === undefined
+      ? Math.max(DEFAULT_MAX_POOL, pool)
+      : integer("max-pool", v["max-pool"] as string, pool, 1000);
     const maxBackoff = seconds("max-backoff", v["max-backoff"] as string);
     if (maxBackoff < 1) {
       throw new UsageError(
@@ -146,6 +155,7 @@ export function serverMain(args: string[]): Promise<never> {
     const listener = listen({
       ...peer,
       pool,
+      maxPool,
       maxBackoff,
       minBackoff: Math.min(100, maxBackoff),
       secret: (v.secret as string | undefined) ??

@@ -15,6 +15,7 @@
  * to = "127.0.0.1:22"
  * secret_file = "home-ssh.secret"   # relative to this file
  * pool = 2
+ * max_pool = 64                     # opened on demand for a crowd
  * ```
  *
  * @module
@@ -41,6 +42,7 @@ export const SERVICE_KEYS = [
   "name",
   "to",
   "pool",
+  "max_pool",
   "secret",
   "secret_file",
   "relay",
@@ -57,6 +59,7 @@ export const SHARED_KEYS = [
   "ca",
   "ca_file",
   "pool",
+  "max_pool",
   "max_backoff",
   "log-level",
   "log-format",
@@ -97,6 +100,7 @@ export async function readServices(path: string): Promise<ServicesFile> {
     relay: top.relays("relay", "server"),
     ...await top.tlsSettings(),
     pool: top.whole("pool", 1, 1000),
+    maxPool: top.whole("max_pool", 1, 1000),
     maxBackoff: top.seconds("max_backoff", true),
   };
   const tables = file.tables("service");
@@ -125,6 +129,14 @@ export async function readServices(path: string): Promise<ServicesFile> {
     const warning = await exposed(keys, secret, `secret of "${name}"`);
     if (warning) warnings.push(warning);
     const maxBackoff = keys.seconds("max_backoff", true) ?? shared.maxBackoff;
+    const pool = keys.whole("pool", 1, 1000) ?? shared.pool ?? 2;
+    const maxPool = keys.whole("max_pool", 1, 1000) ?? shared.maxPool;
+    if (maxPool !== undefined && maxPool < pool) {
+      throw keys.error(
+        "max_pool",
+        `max_pool (${maxPool}) is below pool (${pool})`,
+      );
+    }
     services.push({
       name,
       to,
@@ -133,7 +145,8 @@ export async function readServices(path: string): Promise<ServicesFile> {
       options: {
         relay,
         name,
-        pool: keys.whole("pool", 1, 1000) ?? shared.pool ?? 2,
+        pool,
+        ...(maxPool === undefined ? {} : { maxPool }),
         secret: secret?.value,
         ...(tls ? { tls, caCerts: ca ? [ca] : undefined } : {}),
         ...(maxBackoff === undefined

@@ -7,7 +7,9 @@
  * v2 is negotiated by the peer: its first line is `HELLO 2`, which a v1
  * relay answers with `UNKNOWN COMMAND` (server port) or `NOEXIST` (client
  * port), so a v2 helper knows to fall back. A v2 relay answers
- * `HELLO 2 <nonce>`, and the request follows on one line.
+ * `HELLO 2 <nonce>`, and the request follows on one line. A v2 server may
+ * also ask to `WATCH` a name (on-demand parking: see `_demand.ts`); a v1
+ * server sending it hears `UNKNOWN COMMAND`, as in the seed.
  *
  * @module
  */
@@ -45,9 +47,9 @@ export interface V2 {
   proof?: string;
 }
 
-/** A server's request. */
+/** A server's request (`WATCH`: v2 only, a control connection). */
 export interface ServerRequest {
-  command: "RESERVE" | "RELEASE" | "CONNECT";
+  command: "RESERVE" | "RELEASE" | "CONNECT" | "WATCH";
   name: string;
   /** Set for protocol v2. */
   v2?: V2;
@@ -68,6 +70,8 @@ export interface HandshakeState {
 }
 
 const COMMANDS = new Set<string>([Word.RESERVE, Word.RELEASE, Word.CONNECT]);
+/** v2 knows one more: `WATCH`, for on-demand parking (see `_demand.ts`). */
+const V2_COMMANDS = new Set<string>([...COMMANDS, Word.WATCH]);
 
 /** A connection as the relay closes it: a stream, maybe TLS. */
 type Closable = ByteStream & { close(): void };
@@ -202,7 +206,7 @@ export async function readServerRequest(
     v2 = { ...got.v2, proof: got.words[2] };
   }
   if (command === Word.STOP) return null;
-  if (!COMMANDS.has(command)) {
+  if (!(v2 ? V2_COMMANDS : COMMANDS).has(command)) {
     throw new Refusal(
       v2 ? "ERROR UNKNOWN unknown command" : Word.UNKNOWN_COMMAND,
       `unknown command ${JSON.stringify(command.slice(0, 40))}`,

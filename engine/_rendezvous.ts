@@ -37,6 +37,7 @@ import { Counters, type RelayStats } from "./_stats.ts";
 
 export type { RelayStats } from "./_stats.ts";
 import { Reclaimer } from "./_reclaim.ts";
+import { Demand } from "./_demand.ts";
 import { Registrar } from "./_register.ts";
 import type { NameOwners } from "./_owners.ts";
 
@@ -79,6 +80,7 @@ export class Rendezvous {
   #reclaimer?: Reclaimer;
   #registrar?: Registrar;
   #refusing = new TurnDowns();
+  #demand: Demand;
 
   constructor(
     settings: RendezvousSettings,
@@ -106,6 +108,12 @@ export class Rendezvous {
       emit: (event) => this.events.emit(event),
       paired,
     });
+    this.#demand = new Demand(
+      this.events,
+      settings.heartbeat,
+      this.#table,
+      (conn) => this.#drop(conn),
+    );
     if (settings.reclaimMemory) {
       this.#reclaimer = new Reclaimer(() =>
         this.#pairs.totals.aToB + this.#pairs.totals.bToA
@@ -151,7 +159,8 @@ export class Rendezvous {
     return {
       parked,
       waiting,
-      handshaking: this.#guard.held - parkedCount - waiting,
+      handshaking: this.#guard.held - parkedCount - waiting -
+        this.#demand.size,
       activePairs: this.#pairs.size,
       connections: this.#open() + this.#refusing.size,
       pairings: this.#counters.pairings,
@@ -270,6 +279,12 @@ export class Rendezvous {
     const denied = owner &&
       this.#guard.ownerDenies(ip, owner.secret, command, name, v2);
     if (denied) return refuse(...denied);
+    if (command === Word.WATCH) {
+      const max = this.#guard.maxParked(ip);
+      const full = this.#demand.add(name, conn, peer, req.rest, max);
+      if (full) refuse(...full);
+      return;
+    }
     const held = this.#registrar?.held() ?? this.#table.unowned;
     if (
       command !== Word.RELEASE && !owner && !this.#table.has(name) &&
@@ -401,6 +416,7 @@ export class Rendezvous {
     this.#reclaimer?.close();
     this.#listeners.forEach(closeQuietly);
     this.#table.close();
+    this.#demand.close();
     for (const c of this.#guard.conns()) this.#drop(c as Conn);
     await this.#refusing.close();
     const drained = this.#pairs.drained();

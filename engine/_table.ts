@@ -190,15 +190,19 @@ export class NameTable {
       if (wasParked) this.#unparked(name, server, why);
     };
     let partial = "";
-    // v2: the only bytes a parked server may send are PONG lines.
+    // v2: the only bytes a parked server may send are PONG lines, or STOP
+    // (instead of a PONG: it leaves, and no client can have taken it).
     const intercept = (chunk: Uint8Array) => {
       for (const byte of chunk) {
         if (byte !== 10) {
           partial += String.fromCharCode(byte);
           if (partial.length <= 8) continue;
         }
-        if (partial.replace(/\r$/, "").toUpperCase() !== Word.PONG) {
-          drop("protocol violation");
+        const word = partial.replace(/\r$/, "").toUpperCase();
+        if (word !== Word.PONG) {
+          drop(
+            word === Word.STOP && server.pong ? "closed" : "protocol violation",
+          );
           return true;
         }
         partial = "";

@@ -2,7 +2,8 @@
  * The listener behind `listen()`: a pool of connections kept waiting at the
  * relay, each replaced as soon as a client takes it, with reconnection by
  * exponential backoff and full jitter while the relay is away, and a state
- * that tells whether it is parked.
+ * that tells whether it is parked. Where the relay tells of a crowd, more are
+ * opened on demand, up to `maxPool` (`_demand.ts`).
  *
  * @module
  */
@@ -11,6 +12,7 @@ import { getLogger } from "@logtape/logtape";
 import type { HelperOptions } from "./_dial.ts";
 import { isPermanent } from "./_hints.ts";
 import { pause } from "../datapath/_accept.ts";
+import { Demand, Unparked } from "./_demand.ts";
 import { RelayError } from "../protocol/_errors.ts";
 
 const log = getLogger(["tcp-relay", "server"]);
@@ -24,6 +26,9 @@ export const DEFAULT_MIN_BACKOFF = 100;
 export interface PoolOptions extends HelperOptions {
   secret?: string;
   pool: number;
+  /** Connections parked or being dialed at most, on demand; `pool`: a fixed pool. */
+  maxPool: number;
+  shrinkAfter?: number;
   minBackoff?: number;
   maxBackoff?: number;
 }
@@ -47,10 +52,14 @@ export type ListenerState =
   | "failed"
   | "closed";
 
-/** One attempt: resolves with a paired connection; calls `parked()` once waiting at the relay. */
+/**
+ * One attempt: resolves with a paired connection; calls `parked()` once
+ * waiting at the relay; leaves at a PING once `stay()` says so (rejecting).
+ */
 export type ParkOne<C> = (
   options: PoolOptions,
   parked: () => void,
+  stay?: () => boolean,
 ) => Promise<C>;
 
 /**
@@ -85,6 +94,8 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
   #lastError: unknown;
   #warned = "";
   #parkedNow = 0;
+  #dialing = 0;
+  #demand?: Demand;
   #ready = Promise.withResolvers<void>();
 
   /** Used by `listen()`; not meant to be called directly. */
@@ -143,20 +154,25 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
         continue;
       }
       let parked = false;
+      this.#dialing++;
       try {
         const conn = await this.#park(
           { ...this.#options, signal: this.#ac.signal },
           () => {
             parked = true;
+            this.#dialing--;
             this.#parkedNow++;
             this.#onParked();
           },
         );
         if (parked) this.#parkedNow--;
+        else this.#dialing--;
         failures = 0;
         this.#deliver(conn);
       } catch (e) {
         if (parked) this.#parkedNow--;
+        else this.#dialing--;
+        this.#demand?.poke();
         if (this.#closed) return;
         if (isPermanent(e)) return this.#fail(e);
         const ms = Math.min(max, min * 2 ** failures++) * Math.random();
@@ -166,10 +182,54 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
     }
   }
 
+  /**
+   * One more connection, on demand: parked once, delivered once, not
+   * replaced; it leaves at a PING once `stay()` is false.
+   */
+  async #extra(stay: () => boolean): Promise<void> {
+    let parked = false;
+    const settle = () => parked ? this.#parkedNow-- : this.#dialing--;
+    this.#dialing++;
+    try {
+      const conn = await this.#park(
+        { ...this.#options, signal: this.#ac.signal },
+        () => {
+          parked = true;
+          this.#dialing--;
+          this.#parkedNow++;
+          this.#onParked();
+        },
+        stay,
+      );
+      settle();
+      this.#deliver(conn);
+    } catch (e) {
+      settle();
+      // left as surplus, or failed: the next NEED tells what is needed
+      if (!(e instanceof Unparked) && !this.#closed) {
+        log.debug("An extra connection for {name} failed: {error}", {
+          name: this.#options.name,
+          error: String((e as Error)?.message ?? e),
+        });
+      }
+      this.#demand?.poke();
+    }
+  }
+
   #onParked(): void {
     this.#lastError = undefined;
     this.#warned = "";
     if (this.#state === "parked" || this.#closed) return;
+    if (!this.#demand && this.#options.maxPool > this.#options.pool) {
+      this.#demand = new Demand(this.#options, this.#ac.signal, {
+        counts: () => ({
+          dialing: this.#dialing,
+          parked: this.#parkedNow,
+          queued: this.#queue.length,
+        }),
+        extra: (stay) => this.#extra(stay),
+      });
+    }
     this.#state = "parked";
     log.info("Parked at relay {relay} as {name} (pool {pool})", {
       relay: this.#where,
@@ -197,6 +257,7 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
     const taker = this.#takers.shift();
     if (taker) taker.resolve(conn);
     else this.#queue.push(conn);
+    this.#demand?.poke(); // room may have freed up
   }
 
   #fail(e: unknown): void {
@@ -217,6 +278,7 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
     const conn = this.#queue.shift();
     if (conn) {
       this.#room.shift()?.();
+      this.#demand?.poke();
       return Promise.resolve(conn);
     }
     if (this.#error) return Promise.reject(this.#error);
@@ -244,6 +306,7 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
   async [Symbol.asyncDispose](): Promise<void> {
     this.close();
     await Promise.all(this.#slots);
+    await this.#demand?.closed();
   }
 
   /** Same as {@linkcode RelayListener.close}. */

@@ -145,7 +145,7 @@ export class MultiListener<C extends Deno.Conn = Deno.TcpConn>
     // The base holds no connections of its own (pool 0): every public
     // member is this class's, over `subs`.
     super(
-      { ...options, pool: 0, signal: undefined },
+      { ...options, pool: 0, maxPool: 0, signal: undefined },
       "",
       () => Promise.reject(new RelayError("CLOSED", "not used")),
     );

@@ -60,6 +60,10 @@ export const Word = {
   PING: "PING",
   PONG: "PONG",
   ERROR: "ERROR",
+  // protocol v2, on-demand parking (a server's control connection)
+  WATCH: "WATCH",
+  WATCHING: "WATCHING",
+  NEED: "NEED",
 } as const;
 
 /**
@@ -126,6 +130,48 @@ export function replyCode(reply: string | undefined): RefusalCode {
 export const HELLO_V2 = "HELLO 2";
 /** How often the relay probes parked v2 connections (ms). */
 export const DEFAULT_HEARTBEAT = 15_000;
+
+/**
+ * On-demand parking: the shortest time between two `NEED` lines for one name
+ * (ms). The first change is sent at once; later ones at most this often, the
+ * last always.
+ */
+export const NEED_INTERVAL = 5;
+
+/**
+ * `COMMAND <name> [<proof>]`: a v2 server's request line. Without a proof it
+ * needs no nonce, so it may go in the same write as `HELLO 2`.
+ */
+export function requestLine(
+  command: string,
+  name: string,
+  proof?: string,
+): string {
+  return proof ? `${command} ${name} ${proof}` : `${command} ${name}`;
+}
+
+/** `WATCHING <heartbeat s>`: the relay's acknowledgement of a `WATCH`. */
+export function watchingLine(heartbeatMs: number): string {
+  return `${Word.WATCHING} ${heartbeatMs / 1000}`;
+}
+
+/** The heartbeat (ms) of a `WATCHING` line, or `undefined` for another line. */
+export function parseWatching(text: string): number | undefined {
+  const m = /^WATCHING(?: (\d+(?:\.\d+)?))?$/i.exec(text);
+  if (!m) return undefined;
+  return (Number(m[1]) || DEFAULT_HEARTBEAT / 1000) * 1000;
+}
+
+/** `NEED <n>`: `n` clients wait for the name beyond its parked connections. */
+export function needLine(n: number): string {
+  return `${Word.NEED} ${n}`;
+}
+
+/** The count of a `NEED` line, or `undefined` for another line. */
+export function parseNeed(text: string): number | undefined {
+  const m = /^NEED (\d{1,9})$/i.exec(text);
+  return m ? Number(m[1]) : undefined;
+}
 
 const encoder = new TextEncoder();
 const wordLines = new Map<string, Uint8Array>(

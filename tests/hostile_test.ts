@@ -36,7 +36,8 @@ import {
 const FUZZ_SEED = 0x5eed01;
 const WORDS = ["CONNECT", "RESERVE", "RELEASE", "STOP", "HELLO 2", "owned"]
   .concat(["private", "fz", "PONG", " ", "\n", "\n", "\r\n", "\x00", "é"])
-  .concat(["CONNECT\nfz\n", "CONNECT fz\n", "fz\n", "RESERVE\nfz\n"]);
+  .concat(["CONNECT\nfz\n", "CONNECT fz\n", "fz\n", "RESERVE\nfz\n"])
+  .concat(["WATCH fz\n", "WATCH owned\n", "PONG\n"]);
 
 /** Random bytes (after HELLO 2 or not), or a soup of protocol words, hex and lines. */
 function fuzzInput(next: (n: number) => number, seed: number): Uint8Array {
@@ -78,7 +79,7 @@ async function fuzzOne(port: number, input: Uint8Array, half: boolean) {
 
 const NONCE = "HELLO 2 [0-9a-f]{32}\n";
 const RELAY_LINE =
-  /^(OK( [0-9a-f]{64})?|USED|UNKNOWN COMMAND|NOEXIST|OFFLINE|HELLO 2 [0-9a-f]{32}|PARKED [\d.]+|PING|ERROR [A-Z]+ .*)$/;
+  /^(OK( [0-9a-f]{64})?|USED|UNKNOWN COMMAND|NOEXIST|OFFLINE|HELLO 2 [0-9a-f]{32}|PARKED [\d.]+|WATCHING [\d.]+|NEED \d+|PING|ERROR [A-Z]+ .*)$/;
 
 Deno.test(`2,000 random inputs per port never stop the relay (seed ${FUZZ_SEED})`, async () => {
   await using relay = hostileRelay({ wait: 200 });

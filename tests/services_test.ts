@@ -201,6 +201,10 @@ Deno.test("server.ts --config exits 2 on an unknown key or a bad value, naming t
       ":10: pool takes a whole number from 1 to 1000, not 0",
     ],
     [
+      `relay = "r"\n${SERVICE}pool = 4\nmax_pool = 3\n`,
+      ":6: max_pool (3) is below pool (4)",
+    ],
+    [
       `relay = "r"\n${SERVICE}max_backoff = "soon"\n`,
       ':5: max_backoff takes a number of seconds above 0 to 10000000, not "soon"',
     ],
