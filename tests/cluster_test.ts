@@ -14,7 +14,7 @@ import {
 } from "./_helpers.ts";
 import { Proc, type RelayProc, relayProc, run } from "./_proc.ts";
 import { eventually, hasRedis, TestRedis } from "./_redis.ts";
-import { forward } from "../cluster/_link.ts";
+import { forward, PEER_GREETING } from "../cluster/_link.ts";
 import { parkedKey } from "../cluster/_registry.ts";
 
 const ignore = !hasRedis();
@@ -202,7 +202,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "cluster: a stranger on the peer port cannot take a parked server; the cluster's client still gets it",
+    "cluster: a stranger on the peer port cannot take a parked server (wrong secret, made-up proof, a request without a link); the cluster's client still gets it",
   ignore,
   async fn() {
     await using redis = await TestRedis.start();
@@ -215,14 +215,23 @@ Deno.test({
     const stolen = await forward({ ...base, secret: "not-the-secret-at-all" });
     ok(!stolen.paired);
     const raw = await Deno.connect({ hostname: "127.0.0.1", port: b.peerPort });
-    const greeting = new Uint8Array(256);
-    await raw.read(greeting);
-    await raw.write(
-      bytes(`FORWARD svc a ${"0".repeat(32)} ${"a".repeat(64)}\n`),
-    );
+    const greeting = text(await readExactly(raw, PEER_GREETING.length + 34));
+    ok(greeting.startsWith(`${PEER_GREETING} `), greeting);
+    await raw.write(bytes(`LINK a ${"0".repeat(32)} ${"a".repeat(64)}\n`));
     assertEquals(text(await readAll(raw)), "ERROR AUTH wrong cluster proof\n");
     raw.close();
     await b.proc.waitErr(/Refused link .*wrong cluster proof/);
+    const bare = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: b.peerPort,
+    });
+    await readExactly(bare, PEER_GREETING.length + 34);
+    await bare.write(bytes("FORWARD svc\n"));
+    assertEquals(
+      text(await readAll(bare)),
+      "ERROR PROTOCOL bad link request\n",
+    );
+    bare.close();
     const client = await connect({ relay: a.client, name: "svc" });
     const server = await serving;
     await client.write(bytes("hi"));
@@ -273,6 +282,27 @@ async function echoOnce(relay: string, name: string, message = "ping") {
     conn.close();
   }
 }
+
+Deno.test({
+  name:
+    "cluster: clients at once for the one server parked elsewhere are each paired in turn (the node's copy of the counts behind, Redis asked again)",
+  ignore,
+  async fn() {
+    await using redis = await TestRedis.start();
+    await using nodes = await cluster(redis, ["a", "b"]);
+    const [a, b] = nodes;
+    const server = echoServer(b.server, "one", 1);
+    try {
+      await parkedIn(redis, "b", "one", 1);
+      const echoes = await Promise.all(
+        ["x", "y", "z"].map((m) => echoOnce(a.client, "one", m)),
+      );
+      assertEquals(echoes, ["x", "y", "z"]);
+    } finally {
+      await server.close();
+    }
+  },
+});
 
 Deno.test({
   name:
