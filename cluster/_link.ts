@@ -187,7 +187,7 @@ export class LinkListener {
     const peer = safeAddr(conn);
     const nonce = newNonce();
     const reader = new LineReader(conn);
-    const link = await bounded(
+    const from = await bounded(
       conn,
       LINK_TIMEOUT,
       async () => {
@@ -224,7 +224,7 @@ export class LinkListener {
       "link handshake",
       this.#timers,
     );
-    if (!link) return null;
+    if (!from) return null;
     let request: string | null;
     try {
       request = await bounded(
@@ -245,7 +245,7 @@ export class LinkListener {
         "bad forwarded request",
       );
     }
-    return { name, from: link, conn, rest: reader.rest(), peer };
+    return { name, from, conn, rest: reader.rest(), peer };
   }
 
   /** Stops accepting and closes links in their handshake or idle. */
@@ -445,5 +445,9 @@ export async function forward(
   } catch (e) {
     return { paired: false, reason: (e as Error).message, unreachable: true };
   }
-  return await link.forward(options.name);
+  const got = await link.forward(options.name);
+  // a new link closed before its answer: the node is going away
+  return !got.paired && got.stale
+    ? { paired: false, reason: got.reason, unreachable: true }
+    : got;
 }

@@ -4,7 +4,8 @@
  * client costs one line and one answer on an open connection.
  *
  * - Each node in the registry's members gets {@linkcode MIN_POOL} idle links;
- *   each link taken is replaced at once, in the background.
+ *   each link taken is replaced in the background 10 ms later (after its
+ *   pairing, whose bytes it would delay).
  * - A forward that finds none idle takes the next one dialled and grows that
  *   node's pool by one (up to {@linkcode MAX_POOL}), so that a burst finds
  *   links ready; an idle link older than `LINK_IDLE` (15 s) is closed and
@@ -33,6 +34,11 @@ const log = getLogger(["tcp-relay", "cluster"]);
 export const MIN_POOL = 2;
 /** The most idle links kept per other node. */
 export const MAX_POOL = 32;
+/**
+ * How long after a link is taken it is replaced (ms): once its pair is under
+ * way, not in its way (the dial and handshake cost both nodes CPU).
+ */
+const REFILL_DELAY = 10;
 /** How long a node whose peer port failed is left alone by the refill (ms). */
 const RETRY = 1_000;
 
@@ -134,7 +140,7 @@ export class LinkPool {
       this.#refillTimer = undefined;
       for (const q of this.#refill) this.#fill(q);
       this.#refill.clear();
-    }, 0);
+    }, REFILL_DELAY);
   }
 
   #take(p: Peer): Promise<Link> {
@@ -144,14 +150,14 @@ export class LinkPool {
     p.target = Math.min(MAX_POOL, p.target + 1);
     const waiter = Promise.withResolvers<Link>();
     p.waiters.push(waiter);
-    this.#fill(p);
+    this.#fill(p, false); // the waiter's link now, the rest later
     return waiter.promise;
   }
 
   /** Dials what the pool lacks: the waiters' links, and the idle target. */
-  #fill(p: Peer): void {
+  #fill(p: Peer, idle = true): void {
     if (p.closed) return;
-    const target = Date.now() >= p.retryAt ? p.target : 0;
+    const target = idle && Date.now() >= p.retryAt ? p.target : 0;
     const need = p.waiters.length + target - p.idle.length - p.dialing;
     for (let i = 0; i < need; i++) this.#dial(p);
   }
@@ -194,10 +200,10 @@ export class LinkPool {
   #sweep(): void {
     const old = Date.now() - LINK_IDLE;
     for (const p of this.#peers.values()) {
-      const young = p.idle.filter((l) => l.since > old && l.idle);
-      for (const l of p.idle) if (!young.includes(l)) l.close();
-      p.target = Math.max(MIN_POOL, p.target - (p.idle.length - young.length));
-      p.idle = young;
+      const aged = p.idle.filter((l) => l.since <= old);
+      for (const l of aged) l.close();
+      p.idle = p.idle.filter((l) => l.idle);
+      p.target = Math.max(MIN_POOL, p.target - aged.length);
       this.#fill(p);
     }
   }
