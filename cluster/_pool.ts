@@ -19,14 +19,8 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { Member } from "./_registry.ts";
-import {
-  forward,
-  type Link,
-  LINK_IDLE,
-  type LinkResult,
-  type LinkTls,
-  openLink,
-} from "./_link.ts";
+import { forward, type Link, type LinkResult, openLink } from "./_dial.ts";
+import { LINK_IDLE, type LinkTls } from "./_link.ts";
 
 const log = getLogger(["tcp-relay", "cluster"]);
 

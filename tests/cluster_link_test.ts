@@ -4,12 +4,11 @@
 
 import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
 import {
-  forward,
   type Forwarded,
   LinkListener,
-  openLink,
   PEER_GREETING,
 } from "../cluster/_link.ts";
+import { forward, openLink } from "../cluster/_dial.ts";
 import { LinkPool, MIN_POOL } from "../cluster/_pool.ts";
 import { newNonce, proof } from "../protocol/_auth.ts";
 import { bytes, Raw, readAll, text } from "./_helpers.ts";

@@ -14,7 +14,8 @@ import {
 } from "./_helpers.ts";
 import { Proc, type RelayProc, relayProc, run } from "./_proc.ts";
 import { eventually, hasRedis, TestRedis } from "./_redis.ts";
-import { forward, PEER_GREETING } from "../cluster/_link.ts";
+import { forward } from "../cluster/_dial.ts";
+import { PEER_GREETING } from "../cluster/_link.ts";
 import { parkedKey } from "../cluster/_registry.ts";
 
 const ignore = !hasRedis();
