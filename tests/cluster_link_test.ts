@@ -139,31 +139,42 @@ Deno.test("link: a stranger on the peer port cannot open a link or take a pairin
     await odd.send("FORWARD web extra words\n");
     assertEquals(await odd.line(), "ERROR PROTOCOL bad forwarded request");
     // a node at a stranger's address: its answer proves nothing, and the
-    // request (the client) is never sent to it
+    // request (the client) is never sent to it, on a new link or a pooled one
     const fake = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    let heard = "";
+    const heard: string[] = [];
     const faking = (async () => {
-      const c = await fake.accept();
-      await c.write(bytes(`${PEER_GREETING} ${"1".repeat(32)}\n`));
-      const buf = new Uint8Array(512);
-      const n = await c.read(buf);
-      heard = text(buf.subarray(0, n ?? 0));
-      await c.write(bytes(`PEER ${"2".repeat(64)}\nCONNECTED\n`));
-      heard += text(await readAll(c));
-      c.close();
-    })();
+      for await (const c of fake) {
+        heard.push("");
+        const i = heard.length - 1;
+        (async () => {
+          await c.write(bytes(`${PEER_GREETING} ${"1".repeat(32)}\n`));
+          const buf = new Uint8Array(512);
+          const n = await c.read(buf);
+          heard[i] = text(buf.subarray(0, n ?? 0));
+          await c.write(bytes(`PEER ${"2".repeat(64)}\nCONNECTED\n`));
+          heard[i] += text(await readAll(c));
+        })().catch(() => {}).finally(() => c.close());
+      }
+    })().catch(() => {});
+    const posing = { node: "b", addr: `127.0.0.1:${fake.addr.port}` };
     const posed = await forward({
-      addr: `127.0.0.1:${fake.addr.port}`,
+      ...posing,
       to: "b",
       name: "web",
       node: "a",
       secret: SECRET,
     });
-    await faking;
-    fake.close();
     ok(!posed.paired);
-    ok(heard.startsWith("LINK a "), heard);
-    ok(!heard.includes("FORWARD"), heard);
+    const pool = new LinkPool({ node: "a", secret: SECRET });
+    pool.sync([posing]);
+    const pooled = await pool.forward(posing, "web");
+    await pool.close();
+    ok(!pooled.paired && pooled.unreachable, JSON.stringify(pooled));
+    await eventually(() => heard.length >= 2 && heard.every(Boolean), "heard");
+    fake.close();
+    await faking;
+    ok(heard.every((h) => h.startsWith("LINK a ")), heard.join("|"));
+    ok(!heard.some((h) => h.includes("FORWARD")), heard.join("|"));
     assertEquals(seen.length, 0);
     // the peer port still serves the cluster
     const fine = await forward({
