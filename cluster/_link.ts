@@ -3,21 +3,28 @@
  * to a node that holds a parked server for the name, one hop, over one TCP
  * (or TLS) connection that then carries the pair's bytes.
  *
+ * A link is opened (`cluster/_dial.ts`) and authenticated both ways ahead of
+ * need (the pool of `cluster/_pool.ts` keeps a few idle per node), then
+ * carries exactly one request and becomes the pair's connection:
+ *
  * ```text
- * holder of the server (peer port)      holder of the client
- * B> TCP-RELAY-PEER 1 <nonceB>
- *                                       A> FORWARD <name> <nodeA> <nonceA> <proofA>
- * B> PEER <proofB>                      (A checks B knows the secret too)
+ * node B, the peer port                  node A, which dials
+ * B> TCP-RELAY-PEER 2 <nonceB>
+ *                                        A> LINK <nodeA> <nonceA> <proofA>
+ * B> PEER <proofB>                       (A checks B knows the secret too)
+ *    ... idle in A's pool, until a client of A asks for a name B holds ...
+ *                                        A> FORWARD <name>
  * B> CONNECTED | OFFLINE | ERROR <CODE> <text>
  * (after CONNECTED: application data both ways, half-close carried)
  * ```
  *
- * `proofA = HMAC(secret, "tcp-relay/2 <nonceB> PEER-FORWARD <name> <nodeA> <nonceA>")`
- * and `proofB = HMAC(secret, "tcp-relay/2 <nonceA> PEER-ACCEPT <name> <nodeB>")`
- * (`protocol/_auth.ts`): a stranger on the peer port knows no secret, so it
- * can neither take a parked server nor pose as a node; a recorded exchange
- * is useless on the next connection (fresh nonces). A forwarded request is
- * only ever paired where it lands, never forwarded again.
+ * `proofA = HMAC(secret, "tcp-relay/2 <nonceB> PEER-LINK <nodeA> <nonceA>")`,
+ * `proofB = HMAC(secret, "tcp-relay/2 <nonceA> PEER-ACCEPT <nodeA> <nodeB>")`
+ * (`protocol/_auth.ts`). The connection is the session: a `FORWARD` is taken
+ * only on a connection whose `LINK` proved the secret over its fresh nonce,
+ * and only one; a recorded `LINK` is useless on another connection. (On the
+ * path of a plain TCP link one could inject into it, as into any pair's
+ * bytes: `--peer-tls` answers that.) See README, "Cluster".
  *
  * @module
  */
@@ -30,19 +37,21 @@ import {
   line,
   LineReader,
   nameProblem,
-  parseHostPort,
-  Word,
   writeAll,
 } from "../protocol/_wire.ts";
 import { nodeNameProblem } from "./_registry.ts";
 
 const log = getLogger(["tcp-relay", "cluster"]);
 
-/** The first word of the peer port's greeting. */
-export const PEER_GREETING = "TCP-RELAY-PEER 1";
+/** The peer port's greeting, before its nonce. */
+export const PEER_GREETING = "TCP-RELAY-PEER 2";
 export { DEFAULT_PEER_PORT } from "../protocol/_wire.ts";
-/** How long a link handshake may take (ms). */
+/** How long a link handshake, or the answer to a request, may take (ms). */
 export const LINK_TIMEOUT = 3_000;
+/** How long the dialing node keeps a link idle before it closes it (ms). */
+export const LINK_IDLE = 15_000;
+/** How long the peer port keeps an idle link open (ms): a safety net only. */
+const IDLE_ACCEPTED = 4 * LINK_IDLE;
 
 /** A link connection: plain TCP, or TLS. */
 export type LinkConn = Deno.TcpConn | Deno.TlsConn;
@@ -55,7 +64,11 @@ export interface LinkTls {
   caCerts?: string[];
 }
 
-function closeQuietly(c: { close(): void }): void {
+/** A nonce as the link's lines carry it. */
+export const NONCE: RegExp = /^[0-9a-f]{32}$/;
+
+/** Closes `c`, closed or not. */
+export function closeQuietly(c: { close(): void }): void {
   try {
     c.close();
   } catch {
@@ -63,23 +76,30 @@ function closeQuietly(c: { close(): void }): void {
   }
 }
 
-/** Runs `work` and closes `conn` if it takes longer than `ms`. */
-async function bounded<T>(
+/**
+ * Runs `work` and closes `conn` if it takes longer than `ms`; the timer is
+ * in `timers` meanwhile (for a close to clear).
+ */
+export async function bounded<T>(
   conn: LinkConn,
   ms: number,
   work: () => Promise<T>,
+  what = "link handshake",
+  timers?: Set<ReturnType<typeof setTimeout>>,
 ): Promise<T> {
   let late = false;
   const timer = setTimeout(() => {
     late = true;
     closeQuietly(conn);
   }, ms);
+  timers?.add(timer);
   try {
     return await work();
   } catch (e) {
-    throw late ? new Error("link handshake timed out") : e;
+    throw late ? new Error(`${what} timed out`) : e;
   } finally {
     clearTimeout(timer);
+    timers?.delete(timer);
   }
 }
 
@@ -95,12 +115,23 @@ export interface Forwarded {
   peer: string;
 }
 
-/** The peer port of this node: accepts forwarded requests from other nodes. */
+/** Refused on the peer port: `ERROR <code> <text>` back, and why in the log. */
+class Refused extends Error {
+  readonly reply: string;
+  constructor(code: string, text: string, more = "") {
+    super(text + more);
+    this.reply = `ERROR ${code} ${text}`;
+  }
+}
+
+/** The peer port of this node: accepts links and their requests from other nodes. */
 export class LinkListener {
   readonly addr: Deno.NetAddr;
   #listener: Deno.Listener<LinkConn>;
   #stop = new AbortController();
+  /** Links in their handshake or idle, waiting for their request. */
   #open = new Set<LinkConn>();
+  #timers = new Set<ReturnType<typeof setTimeout>>();
 
   /**
    * Listens on `hostname:port`; `onForward` gets each authenticated request
@@ -123,13 +154,17 @@ export class LinkListener {
     this.addr = this.#listener.addr as Deno.NetAddr;
     acceptAll(this.#listener, (conn) => {
       this.#open.add(conn);
-      this.#handshake(conn, options.node, options.secret).then(
+      this.#serve(conn, options.node, options.secret).then(
         (req) => {
           this.#open.delete(conn);
           if (req) onForward(req);
+          else closeQuietly(conn);
         },
-        (e) => {
+        async (e) => {
           this.#open.delete(conn);
+          if (e instanceof Refused) {
+            await writeAll(conn, line(e.reply)).catch(() => {});
+          }
           log.info("Refused link from {peer}: {reason}", {
             peer: safeAddr(conn),
             reason: (e as Error).message,
@@ -140,45 +175,65 @@ export class LinkListener {
     }, this.#stop.signal);
   }
 
-  async #handshake(
+  /** The link's handshake, then its one request; `null` if it closed idle. */
+  async #serve(
     conn: LinkConn,
     node: string,
     secret: string,
   ): Promise<Forwarded | null> {
     const peer = safeAddr(conn);
     const nonce = newNonce();
-    return await bounded(conn, LINK_TIMEOUT, async () => {
-      await writeAll(conn, line(`${PEER_GREETING} ${nonce}`));
-      const reader = new LineReader(conn);
-      const request = await reader.readLine();
-      if (request === null) return null;
-      const [word, name, from, theirNonce, given, ...extra] = request.split(
-        " ",
-      );
-      if (
-        word !== "FORWARD" || extra.length || !name || nameProblem(name) ||
-        !from || nodeNameProblem(from) || !/^[0-9a-f]{32}$/.test(theirNonce)
-      ) {
-        await writeAll(conn, line("ERROR PROTOCOL bad link request"));
-        throw new Error("bad link request");
-      }
-      const what = `${name} ${from} ${theirNonce}`;
-      if (!verify(secret, nonce, "PEER-FORWARD", what, given)) {
-        await writeAll(conn, line("ERROR AUTH wrong cluster proof"));
-        throw new Error(`wrong cluster proof for ${name}`);
-      }
-      const mine = proof(secret, theirNonce, "PEER-ACCEPT", `${name} ${node}`);
-      await writeAll(conn, line(`PEER ${mine}`));
-      return { name, from, conn, rest: reader.rest(), peer };
-    });
+    const reader = new LineReader(conn);
+    const from = await bounded(
+      conn,
+      LINK_TIMEOUT,
+      async () => {
+        await writeAll(conn, line(`${PEER_GREETING} ${nonce}`));
+        const hello = await reader.readLine();
+        if (hello === null) return null;
+        const [word, from, theirs, given, ...extra] = hello.split(" ");
+        if (
+          word !== "LINK" || extra.length || !from || nodeNameProblem(from) ||
+          !NONCE.test(theirs ?? "")
+        ) throw new Refused("PROTOCOL", "bad link request");
+        if (!verify(secret, nonce, "PEER-LINK", `${from} ${theirs}`, given)) {
+          throw new Refused(
+            "AUTH",
+            "wrong cluster proof",
+            ` from node ${from}`,
+          );
+        }
+        const mine = proof(secret, theirs, "PEER-ACCEPT", `${from} ${node}`);
+        await writeAll(conn, line(`PEER ${mine}`));
+        return from;
+      },
+      "link handshake",
+      this.#timers,
+    );
+    if (!from) return null;
+    let request: string | null;
+    try {
+      const next = () => reader.readLine();
+      request = await bounded(conn, IDLE_ACCEPTED, next, "", this.#timers);
+    } catch {
+      return null; // closed by the dialing node, or idle too long
+    }
+    if (request === null) return null; // the dialing node closed it
+    const [word, name, ...extra] = request.split(" ");
+    if (word !== "FORWARD" || extra.length || !name || nameProblem(name)) {
+      throw new Refused("PROTOCOL", "bad forwarded request");
+    }
+    return { name, from, conn, rest: reader.rest(), peer };
   }
 
-  /** Stops accepting and closes links still in their handshake. */
+  /** Stops accepting and closes links in their handshake or idle. */
   close(): void {
     this.#stop.abort();
     closeQuietly(this.#listener);
     for (const c of this.#open) closeQuietly(c);
     this.#open.clear();
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers.clear();
   }
 }
 
@@ -187,90 +242,5 @@ function safeAddr(conn: Deno.Conn): string {
     return formatAddr(conn.remoteAddr);
   } catch {
     return "unknown";
-  }
-}
-
-/** The answer of the far node to a forwarded request. */
-export type LinkResult =
-  | { paired: true; conn: LinkConn; rest: Uint8Array }
-  | { paired: false; reason: string; unreachable: boolean };
-
-/**
- * Forwards a request for `name` to the node `to` at `addr`: resolves with
- * the link connection once the far node paired it (`CONNECTED`), or why not.
- */
-export async function forward(
-  options: {
-    addr: string;
-    to: string;
-    name: string;
-    node: string;
-    secret: string;
-    tls?: LinkTls;
-  },
-): Promise<LinkResult> {
-  const { addr, to, name, node, secret, tls } = options;
-  let conn: LinkConn;
-  try {
-    const { hostname, port } = parseHostPort(addr);
-    const dial = tls
-      ? Deno.connectTls({ hostname, port, caCerts: tls.caCerts })
-      : Deno.connect({ hostname, port });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    conn = await Promise.race([
-      dial,
-      new Promise<never>((_, reject) =>
-        timer = setTimeout(() => {
-          dial.then(closeQuietly, () => {});
-          reject(new Error("timed out"));
-        }, LINK_TIMEOUT)
-      ),
-    ]).finally(() => clearTimeout(timer));
-    (conn as Deno.TcpConn).setNoDelay?.(true);
-  } catch (e) {
-    return {
-      paired: false,
-      reason: `cannot reach node ${to} at ${addr}: ${(e as Error).message}`,
-      unreachable: true,
-    };
-  }
-  try {
-    return await bounded(conn, LINK_TIMEOUT, async () => {
-      const reader = new LineReader(conn);
-      const greeting = (await reader.readLine())?.split(" ");
-      const theirNonce = greeting?.[2] ?? "";
-      if (
-        greeting?.slice(0, 2).join(" ") !== PEER_GREETING ||
-        !/^[0-9a-f]{32}$/.test(theirNonce)
-      ) {
-        throw new Error(`node ${to} at ${addr} is not a relay's peer port`);
-      }
-      const nonce = newNonce();
-      const what = `${name} ${node} ${nonce}`;
-      const mine = proof(secret, theirNonce, "PEER-FORWARD", what);
-      await writeAll(conn, line(`FORWARD ${what} ${mine}`));
-      const accepted = (await reader.readLine())?.split(" ") ?? [];
-      if (
-        accepted[0] !== "PEER" ||
-        !verify(secret, nonce, "PEER-ACCEPT", `${name} ${to}`, accepted[1])
-      ) {
-        throw new Error(
-          `node ${to} at ${addr} refused the link or holds another secret`,
-        );
-      }
-      const answer = await reader.readLine();
-      if (answer !== Word.CONNECTED) {
-        closeQuietly(conn);
-        return {
-          paired: false as const,
-          reason: `node ${to} answered ${answer ?? "nothing"}`,
-          unreachable: false,
-        };
-      }
-      return { paired: true as const, conn, rest: reader.rest() };
-    });
-  } catch (e) {
-    closeQuietly(conn);
-    return { paired: false, reason: (e as Error).message, unreachable: true };
   }
 }

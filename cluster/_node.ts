@@ -13,8 +13,9 @@ import type { Cluster, EngineHandle } from "../engine/_cluster.ts";
 import type { Waiter } from "../engine/_table.ts";
 import { Source } from "../datapath/_source.ts";
 import { line, Word, writeAll } from "../protocol/_wire.ts";
-import { DEFAULT_PEER_PORT, forward, LinkListener } from "./_link.ts";
-import { LEASE, nodeNameProblem, Registry } from "./_registry.ts";
+import { DEFAULT_PEER_PORT, LinkListener } from "./_link.ts";
+import { LinkPool } from "./_pool.ts";
+import { type Holders, LEASE, nodeNameProblem, Registry } from "./_registry.ts";
 import { RedisOwners } from "./_owners.ts";
 import { type ClusterStatus, ClusterView } from "./_status.ts";
 
@@ -24,6 +25,8 @@ const log = getLogger(["tcp-relay", "cluster"]);
 const POLL = 100;
 /** How long a name unknown everywhere gets to appear before NOEXIST (ms). */
 const SETTLE = 25;
+/** How long a move between two positive counts may wait to be told (ms). */
+const COALESCE = 100;
 
 /** How a relay joins a cluster (see README, "Cluster"). */
 export interface ClusterOptions {
@@ -80,10 +83,13 @@ export class ClusterNode implements Cluster {
   #engine?: EngineHandle;
   #registry: Registry;
   #links: LinkListener;
+  #pool: LinkPool;
   #published = new Map<string, number>();
   #events?: Disposable;
   /** Names whose count changed since Redis was told. */
   #changed = new Set<string>();
+  #soon?: ReturnType<typeof setTimeout>;
+  #later?: ReturnType<typeof setTimeout>;
   /** Nodes whose peer port failed, until when they are skipped. */
   #down = new Map<string, number>();
   #closed = false;
@@ -120,6 +126,11 @@ export class ClusterNode implements Cluster {
       : hostname;
     const addr = options.advertise ?? `${host}:${this.peerAddr.port}`;
     this.owners = new RedisOwners(options.redis, options.node);
+    this.#pool = new LinkPool({
+      node: options.node,
+      secret: options.secret,
+      tls: options.tls,
+    });
     this.#registry = new Registry({
       url: options.redis,
       node: options.node,
@@ -128,7 +139,10 @@ export class ClusterNode implements Cluster {
         this.#published = new Map(Object.entries(this.#engine?.counts() ?? {}));
         return this.#published;
       },
-      onRefresh: (version) => this.owners.sync(version),
+      onRefresh: (version) => {
+        this.owners.sync(version);
+        if (!this.#closed) this.#pool.sync(this.#registry.members());
+      },
     });
     this.#view = new ClusterView({
       node: options.node,
@@ -170,13 +184,27 @@ export class ClusterNode implements Cluster {
     this.#incoming.set(peer, Date.now());
   }
 
-  /** Tells Redis of `name`'s parked count, with other changes of this turn. */
+  /**
+   * Tells Redis of `name`'s parked count: at once (with other changes of
+   * this turn) if the name appears or goes or its count goes to or from 0;
+   * within {@linkcode COALESCE} ms if it only moves between two positive
+   * counts (a pool of servers being taken and refilled), so that most such
+   * moves cancel out before they cost a write and a message.
+   */
   #change(name: string): void {
-    if (!this.#changed.size) setTimeout(() => this.#publish(), 0);
+    const count = this.#engine!.parked(name), was = this.#published.get(name);
     this.#changed.add(name);
+    if (count === undefined || was === undefined || !count !== !was) {
+      this.#soon ??= setTimeout(() => this.#publish(), 0);
+    } else {
+      this.#later ??= setTimeout(() => this.#publish(), COALESCE);
+    }
   }
 
   #publish(): void {
+    clearTimeout(this.#soon);
+    clearTimeout(this.#later);
+    this.#soon = this.#later = undefined;
     const engine = this.#engine!;
     for (const name of this.#changed) {
       const count = engine.parked(name);
@@ -218,20 +246,29 @@ export class ClusterNode implements Cluster {
       engine.refuse(client, reason, reply, name);
       return true;
     };
-    let known = reserved, looks = 0;
+    let known = reserved, looks = 0, hinted = true;
     for (;;) {
       if (this.#closed) return refuse("relay shutting down", Word.OFFLINE);
       if (engine.parked(name)) return false; // a server parked here meanwhile
-      let holders;
-      try {
-        holders = await this.#registry.find(name);
-      } catch {
-        // Redis away: pair what this node holds; the rest cannot be found
-        if (reserved || engine.parked(name) !== undefined) return false;
-        return refuse("cluster registry unreachable", Word.OFFLINE);
+      // first what this node knows without asking Redis (parked elsewhere
+      // as the nodes' messages told), then Redis itself
+      let holders: Holders = {
+        known: false, // the copy decides no NOEXIST: Redis does
+        nodes: hinted ? this.#registry.hint(name) : [],
+      };
+      const fromHint = holders.nodes.length > 0;
+      hinted = false;
+      if (!fromHint) {
+        try {
+          holders = await this.#registry.find(name);
+        } catch {
+          // Redis away: pair what this node holds; the rest cannot be found
+          if (reserved || engine.parked(name) !== undefined) return false;
+          return refuse("cluster registry unreachable", Word.OFFLINE);
+        }
       }
       known ||= holders.known || engine.parked(name) !== undefined;
-      if (!known) {
+      if (!known && !fromHint) {
         // a server may have parked elsewhere a moment ago: its count reaches
         // Redis within a few ms, so look once more before saying NOEXIST
         if (looks++ > 0) return refuse("no such name", Word.NOEXIST);
@@ -240,14 +277,7 @@ export class ClusterNode implements Cluster {
       }
       for (const holder of holders.nodes) {
         if ((this.#down.get(holder.node) ?? 0) > Date.now()) continue;
-        const got = await forward({
-          addr: holder.addr,
-          to: holder.node,
-          name,
-          node: this.#options.node,
-          secret: this.#options.secret,
-          tls: this.#options.tls,
-        });
+        const got = await this.#pool.forward(holder, name);
         if (!got.paired) {
           log.info("Cannot forward {name} to node {to}: {reason}", {
             name,
@@ -273,6 +303,7 @@ export class ClusterNode implements Cluster {
         }, client);
         return true;
       }
+      if (fromHint) continue; // the copy was behind: ask Redis at once
       if (reserved) return false; // wait here, as a single relay does
       const left = deadline - Date.now();
       if (left <= 0) return refuse("no server waiting", Word.OFFLINE);
@@ -284,8 +315,12 @@ export class ClusterNode implements Cluster {
   async withdraw(): Promise<void> {
     this.#closed = true;
     this.#events?.[Symbol.dispose]();
+    clearTimeout(this.#soon);
+    clearTimeout(this.#later);
     this.#links.close();
+    const closing = this.#pool.close();
     await this.#registry.withdraw();
+    await closing;
   }
 
   /** Withdraws (if not done) and closes every connection to Redis. */

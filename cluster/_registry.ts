@@ -11,18 +11,24 @@
  *
  * A node that stops refreshing (killed, cut off) loses both keys together
  * within 3 s: no ghost node is left. After Redis comes back (or the lease
- * lapsed) a node writes its whole state again.
+ * lapsed) a node writes its whole state again. Each change of a node's
+ * parked hash is also published on the channel `tcp-relay:parked` in the
+ * same transaction, so that the other nodes keep a copy of it
+ * (`cluster/_parked.ts`) and route without a lookup per client.
  *
  * @module
  */
 
 import type { Redis } from "ioredis";
 import { getLogger } from "@logtape/logtape";
+import { changeMessage, ParkedView } from "./_parked.ts";
 
 const log = getLogger(["tcp-relay", "cluster"]);
 
 /** The prefix of every key the cluster writes. */
 export const PREFIX = "tcp-relay:";
+/** The channel of parked-count changes (`cluster/_parked.ts`). */
+export const CHANNEL = `${PREFIX}parked`;
 /** How long a node's entries live without a refresh (ms). */
 export const LEASE = 3_000;
 /** How often a node refreshes its lease (ms). */
@@ -109,6 +115,9 @@ function open(
     commandTimeout: COMMAND_TIMEOUT,
     connectTimeout: 2_000,
     connectionName: name,
+    // a disconnect while reconnecting leaves no 2 s timer behind (ioredis
+    // waits that long for a stream already closed)
+    disconnectTimeout: 0,
     retryStrategy: (times: number) =>
       Math.round(Math.min(2_000, 50 * 2 ** times) * (0.5 + Math.random() / 2)),
   });
@@ -172,6 +181,7 @@ export class Registry {
   #up = false;
   #closed = false;
   #refreshing = false;
+  #view: ParkedView;
 
   constructor(options: RegistryOptions) {
     this.#options = options;
@@ -186,6 +196,12 @@ export class Registry {
       this.refresh();
     });
     this.redis.on("close", () => this.#up = false);
+    this.#view = new ParkedView(
+      options.url,
+      options.node,
+      this.redis,
+      () => this.members(),
+    );
     this.#timer = setInterval(() => this.refresh(), REFRESH);
   }
 
@@ -223,6 +239,7 @@ export class Registry {
         });
       }
       await this.#readMembers();
+      this.#view.sync();
       if (!this.#up) {
         log.info("Node {node} registered in the cluster", { node });
       }
@@ -237,12 +254,14 @@ export class Registry {
   }
 
   #writeAll(multi: ReturnType<Redis["multi"]>): void {
-    const key = parkedKey(this.#options.node);
+    const { node } = this.#options;
+    const key = parkedKey(node);
     multi.del(key);
     const counts = this.#options.snapshot();
     if (counts.size) {
       multi.hset(key, Object.fromEntries(counts)).pexpire(key, LEASE);
     }
+    multi.publish(CHANNEL, changeMessage(node, "*"));
   }
 
   async #readMembers(): Promise<void> {
@@ -280,33 +299,46 @@ export class Registry {
    */
   publish(name: string, count: number | undefined): void {
     if (this.#closed || this.#dirty) return; // the next refresh writes all
-    const key = parkedKey(this.#options.node);
+    const { node } = this.#options;
+    const key = parkedKey(node);
     const multi = this.redis.multi();
     if (count === undefined) multi.hdel(key, name);
     else multi.hset(key, name, count).pexpire(key, LEASE);
+    multi.publish(CHANNEL, changeMessage(node, { name, count }));
     multi.exec().then(
       (r) => r?.some(([e]) => e) && (this.#dirty = true),
       () => this.#dirty = true,
     );
   }
 
-  /** The other nodes that hold `name`; rejects while Redis is away. */
+  /**
+   * The other nodes with servers parked for `name` as far as this node knows
+   * without asking Redis (the copy of `cluster/_parked.ts`), most first;
+   * none while Redis is away or the copy is not complete.
+   */
+  hint(name: string): Holders["nodes"] {
+    return this.#up ? this.#view.holders(name, this.members()) : [];
+  }
+
+  /** The other nodes that hold `name`, from Redis; rejects while Redis is away. */
   async find(name: string): Promise<Holders> {
     const members = this.members();
     if (!this.#up) throw new Error("Redis unreachable");
     if (!members.length) return { known: false, nodes: [] };
     const pipeline = this.redis.pipeline();
     for (const m of members) pipeline.hget(parkedKey(m.node), name);
+    const since = this.#view.seq;
     const results = await pipeline.exec();
     if (!results) throw new Error("Redis unreachable");
     let known = false;
     const nodes: Holders["nodes"] = [];
     results.forEach(([e, v], i) => {
       if (e) throw e;
-      if (v === null || v === undefined) return;
+      const count = v === null || v === undefined ? undefined : Number(v);
+      this.#view.learn(members[i].node, name, count, since);
+      if (count === undefined) return;
       known = true;
-      const parked = Number(v);
-      if (parked > 0) nodes.push({ ...members[i], parked });
+      if (count > 0) nodes.push({ ...members[i], parked: count });
     });
     nodes.sort((a, b) => b.parked - a.parked || Math.random() - 0.5);
     return { known, nodes };
@@ -318,7 +350,8 @@ export class Registry {
     this.#closed = true;
     const { node } = this.#options;
     try {
-      await this.redis.del(leaseKey(node), parkedKey(node));
+      await this.redis.multi().del(leaseKey(node), parkedKey(node))
+        .publish(CHANNEL, changeMessage(node, "!")).exec();
       log.info("Node {node} withdrew from the cluster", { node });
     } catch {
       // Redis away: the lease lapses by itself
@@ -328,6 +361,7 @@ export class Registry {
   /** Withdraws (if not done) and closes the connection. */
   async close(): Promise<void> {
     if (!this.#closed) await this.withdraw();
+    this.#view.close();
     this.redis.disconnect();
     await new Promise((r) => setTimeout(r, 0));
   }

@@ -20,7 +20,7 @@ import { launch, noBrowser } from "./_browser.ts";
 import { type Raw, readExactly } from "./_helpers.ts";
 import { eventually, hasRedis, TestRedis } from "./_redis.ts";
 import { parkedKey } from "../cluster/_registry.ts";
-import { forward } from "../cluster/_link.ts";
+import { forward } from "../cluster/_dial.ts";
 
 // deno-lint-ignore no-explicit-any
 declare const document: any;

@@ -1,14 +1,17 @@
 // The cluster's parts on their own, against a real redis-server: the
-// registry's keys and leases, and the authenticated node-to-node link.
+// registry's keys and leases, and what a node knows of the others' parked
+// counts without a lookup. (The link: tests/cluster_link_test.ts.)
 
 import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
-import { leaseKey, parkedKey, Registry } from "../cluster/_registry.ts";
-import { forward, type Forwarded, LinkListener } from "../cluster/_link.ts";
-import { bytes, Raw, readAll, text } from "./_helpers.ts";
+import {
+  CHANNEL,
+  leaseKey,
+  parkedKey,
+  Registry,
+} from "../cluster/_registry.ts";
 import { eventually, hasRedis, TestRedis } from "./_redis.ts";
 
 const ignore = !hasRedis();
-const SECRET = "s".repeat(32);
 
 Deno.test({
   name:
@@ -81,162 +84,106 @@ Deno.test({
           (await redis.cli("HGET", parkedKey("a"), "web")).trim() === "1",
         "re-registered",
       );
-      ok(a.up);
+      await eventually(() => a.up, "a up again");
     } finally {
       await a.close();
     }
   },
 });
 
-/** A peer port whose forwarded requests are answered CONNECTED and echoed. */
-function echoPeer(node: string, seen: Forwarded[]): LinkListener {
-  return new LinkListener(
-    { hostname: "127.0.0.1", port: 0, node, secret: SECRET },
-    async (req) => {
-      seen.push(req);
-      await req.conn.write(bytes("CONNECTED\n"));
-      const got = await readAll(req.conn);
-      await req.conn.write(got);
-      req.conn.close();
-    },
-  );
-}
-
-Deno.test("link: a forwarded request with the cluster secret is paired and carries bytes", async () => {
-  const seen: Forwarded[] = [];
-  const peer = echoPeer("b", seen);
-  try {
-    const got = await forward({
-      addr: `127.0.0.1:${peer.addr.port}`,
-      to: "b",
-      name: "web",
+Deno.test({
+  name:
+    "registry: another node's parked counts are known without a lookup (its messages), follow every change, and are forgotten when it withdraws",
+  ignore,
+  async fn() {
+    await using redis = await TestRedis.start();
+    const counts = new Map([["web", 2]]);
+    const a = new Registry({
+      url: redis.url(),
       node: "a",
-      secret: SECRET,
+      addr: "127.0.0.1:1",
+      snapshot: () => counts,
     });
-    ok(got.paired);
-    await got.conn.write(bytes("ping"));
-    await got.conn.closeWrite();
-    assertEquals(text(await readAll(got.conn)), "ping");
-    got.conn.close();
-    assertEquals(seen.map((r) => [r.name, r.from]), [["web", "a"]]);
-  } finally {
-    peer.close();
-  }
+    const b = new Registry({
+      url: redis.url(),
+      node: "b",
+      addr: "127.0.0.1:2",
+      snapshot: () => new Map(),
+    });
+    try {
+      await eventually(() => a.up && b.up, "both up");
+      await b.refresh(); // b reads the members, then a's hash
+      const at = { node: "a", addr: "127.0.0.1:1" };
+      await eventually(() => b.hint("web").length > 0, "a's count read");
+      assertEquals(b.hint("web"), [{ ...at, parked: 2 }]);
+      assertEquals(b.hint("nope"), []);
+      // changes arrive as messages: no lookup, no lease refresh needed
+      const before = Number(
+        /cmdstat_hget:calls=(\d+)/.exec(
+          await redis.cli("INFO", "commandstats"),
+        )?.[1] ?? 0,
+      );
+      counts.set("web", 3).set("new", 1);
+      a.publish("web", 3);
+      a.publish("new", 1);
+      await eventually(
+        () => b.hint("web")[0]?.parked === 3 && b.hint("new").length === 1,
+        "changes told",
+      );
+      counts.set("web", 0);
+      a.publish("web", 0);
+      await eventually(() => b.hint("web").length === 0, "web unparked");
+      const after = Number(
+        /cmdstat_hget:calls=(\d+)/.exec(
+          await redis.cli("INFO", "commandstats"),
+        )?.[1] ?? 0,
+      );
+      assertEquals(after, before);
+      // a stranger's message on the channel names no member: ignored
+      await redis.cli("PUBLISH", CHANNEL, "ghost 5 web");
+      await redis.cli("PUBLISH", CHANNEL, "a 9 web extra");
+      await new Promise((r) => setTimeout(r, 100));
+      assertEquals(b.hint("web"), []);
+      // withdrawn: forgotten at once, before b reads the members again
+      await a.withdraw();
+      await eventually(() => b.hint("new").length === 0, "a forgotten");
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  },
 });
 
-Deno.test("link: a stranger on the peer port cannot take a pairing (wrong secret, a made-up proof, junk) or pose as a node", async () => {
-  const seen: Forwarded[] = [];
-  const peer = echoPeer("b", seen);
-  const port = peer.addr.port;
-  try {
-    // the wrong secret
-    const wrong = await forward({
-      addr: `127.0.0.1:${port}`,
-      to: "b",
-      name: "web",
+Deno.test({
+  name:
+    "registry: while Redis is away no count is hinted; after it restarts empty, the counts are read and hinted again",
+  ignore,
+  async fn() {
+    await using redis = await TestRedis.start();
+    const a = new Registry({
+      url: redis.url(),
       node: "a",
-      secret: "x".repeat(32),
+      addr: "127.0.0.1:1",
+      snapshot: () => new Map([["web", 1]]),
     });
-    ok(!wrong.paired);
-    // a stranger by hand: a made-up proof
-    using raw = await Raw.open(port);
-    const greeting = await raw.line();
-    ok(greeting?.startsWith("TCP-RELAY-PEER 1 "));
-    await raw.send(`FORWARD web a ${"0".repeat(32)} ${"f".repeat(64)}\n`);
-    assertEquals(await raw.line(), "ERROR AUTH wrong cluster proof");
-    assertEquals(await raw.line(), null);
-    using junk = await Raw.open(port);
-    await junk.line();
-    await junk.send("GET / HTTP/1.0\n");
-    assertEquals(await junk.line(), "ERROR PROTOCOL bad link request");
-    // a node at a stranger's address: its answer proves nothing
-    const fake = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const faking = (async () => {
-      const c = await fake.accept();
-      await c.write(bytes(`TCP-RELAY-PEER 1 ${"1".repeat(32)}\n`));
-      await c.read(new Uint8Array(512));
-      await c.write(bytes(`PEER ${"2".repeat(64)}\nCONNECTED\n`));
-      c.close();
-    })();
-    const posed = await forward({
-      addr: `127.0.0.1:${fake.addr.port}`,
-      to: "b",
-      name: "web",
-      node: "a",
-      secret: SECRET,
+    const b = new Registry({
+      url: redis.url(),
+      node: "b",
+      addr: "127.0.0.1:2",
+      snapshot: () => new Map(),
     });
-    await faking;
-    fake.close();
-    ok(!posed.paired);
-    assertEquals(seen, []);
-  } finally {
-    peer.close();
-  }
-});
-
-/** A self-signed certificate for 127.0.0.1 made by openssl, or undefined. */
-async function selfSigned(): Promise<
-  { cert: string; key: string } | undefined
-> {
-  const dir = await Deno.makeTempDir({ prefix: "cluster-tls-" });
-  try {
-    const out = await new Deno.Command("openssl", {
-      args: [
-        ...["req", "-x509", "-newkey", "ec"],
-        ...["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"],
-        ...["-subj", "/CN=localhost"],
-        ...["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        ...["-addext", "basicConstraints=critical,CA:FALSE"],
-        ...["-keyout", `${dir}/key.pem`, "-out", `${dir}/cert.pem`],
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    if (!out.success) return undefined;
-    return {
-      cert: await Deno.readTextFile(`${dir}/cert.pem`),
-      key: await Deno.readTextFile(`${dir}/key.pem`),
-    };
-  } catch {
-    return undefined;
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-Deno.test("link: over TLS a forwarded request is paired and carries a half-close; an untrusted peer certificate is refused", async () => {
-  const pem = await selfSigned();
-  if (!pem) return console.log("skipped: no openssl");
-  const tls = { ...pem, caCerts: [pem.cert] };
-  const seen: Forwarded[] = [];
-  const peer = new LinkListener(
-    { hostname: "127.0.0.1", port: 0, node: "b", secret: SECRET, tls },
-    async (req) => {
-      seen.push(req);
-      await req.conn.write(bytes("CONNECTED\n"));
-      const got = await readAll(req.conn);
-      await req.conn.write(got);
-      req.conn.close();
-    },
-  );
-  try {
-    const base = {
-      addr: `127.0.0.1:${peer.addr.port}`,
-      to: "b",
-      name: "web",
-      node: "a",
-      secret: SECRET,
-    };
-    const untrusted = await forward({ ...base, tls: { ...pem } });
-    ok(!untrusted.paired);
-    const got = await forward({ ...base, tls });
-    ok(got.paired, got.paired ? "" : got.reason);
-    await got.conn.write(bytes("over tls"));
-    await got.conn.closeWrite();
-    assertEquals(text(await readAll(got.conn)), "over tls");
-    got.conn.close();
-    assertEquals(seen.length, 1);
-  } finally {
-    peer.close();
-  }
+    try {
+      await eventually(() => a.up && b.up, "both up");
+      await b.refresh();
+      await eventually(() => b.hint("web").length === 1, "hinted");
+      await redis.stop();
+      await eventually(() => !b.up, "b sees Redis away");
+      assertEquals(b.hint("web"), []);
+      await redis.restart();
+      await eventually(() => b.hint("web").length === 1, "hinted again");
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  },
 });

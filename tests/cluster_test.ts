@@ -2,7 +2,7 @@
 // clients on one node reaching servers parked on another.
 
 import { deepStrictEqual as assertEquals, ok } from "node:assert/strict";
-import { accept, connect, listen, RelayError } from "../mod.ts";
+import { accept, connect, RelayError } from "../mod.ts";
 import {
   bytes,
   firstDifference,
@@ -12,69 +12,22 @@ import {
   rejectsWith,
   text,
 } from "./_helpers.ts";
-import { Proc, type RelayProc, relayProc, run } from "./_proc.ts";
+import { Proc, run } from "./_proc.ts";
 import { eventually, hasRedis, TestRedis } from "./_redis.ts";
 import { adminUrl } from "./_admin.ts";
-import { forward } from "../cluster/_link.ts";
+import {
+  cluster,
+  echoOnce,
+  echoServer,
+  type Node,
+  parkedIn,
+} from "./_cluster.ts";
+import { forward } from "../cluster/_dial.ts";
+import { PEER_GREETING } from "../cluster/_link.ts";
 import { parkedKey } from "../cluster/_registry.ts";
 
 const ignore = !hasRedis();
 if (ignore) console.log("cluster tests skipped: no redis-server on PATH");
-const SECRET = "cluster-test-secret-0123456789";
-
-/** A node of a test cluster: relay.ts with --cluster, and its peer port. */
-interface Node extends RelayProc {
-  name: string;
-  peerPort: number;
-}
-
-/** A cluster of relay.ts processes over `redis`; `await using` kills them. */
-async function cluster(
-  redis: TestRedis,
-  names: string[],
-  ...extra: string[]
-): Promise<Node[] & AsyncDisposable> {
-  const dir = await Deno.makeTempDir({ prefix: "cluster-" });
-  const secretFile = `${dir}/secret`;
-  await Deno.writeTextFile(secretFile, SECRET + "\n");
-  const nodes = await Promise.all(names.map(async (name) => {
-    const relay = await relayProc(
-      `--cluster=${redis.url()}`,
-      `--node=${name}`,
-      "--peer-port=0",
-      `--cluster-secret-file=${secretFile}`,
-      ...(extra.some((f) => f.startsWith("--drain-timeout"))
-        ? []
-        : ["--drain-timeout=1"]),
-      ...extra,
-    );
-    const [, port] = await relay.proc.wait(/peers on [^ ]+:(\d+)/, "err");
-    return Object.assign(relay, { name, peerPort: Number(port) });
-  }));
-  // every node sees every other one
-  await eventually(async () => {
-    const keys = await redis.cli("KEYS", "tcp-relay:node:*:lease");
-    return keys.trim().split("\n").filter(Boolean).length === names.length;
-  }, "every node's lease");
-  await new Promise((r) => setTimeout(r, 1100)); // one refresh: members read
-  return Object.assign(nodes, {
-    async [Symbol.asyncDispose]() {
-      await Promise.all(nodes.map((n) => n[Symbol.asyncDispose]()));
-      await Deno.remove(dir, { recursive: true });
-    },
-  });
-}
-
-/** Waits until node `on` has published `count` parked servers for `name`. */
-function parkedIn(redis: TestRedis, on: string, name: string, count = 1) {
-  return eventually(
-    async () => {
-      const value = (await redis.cli("HGET", parkedKey(on), name)).trim();
-      return value !== "" && Number(value) >= count;
-    },
-    `${count} parked for ${name} on ${on}`,
-  );
-}
 
 Deno.test({
   name:
@@ -261,7 +214,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "cluster: a stranger on the peer port cannot take a parked server; the cluster's client still gets it",
+    "cluster: a stranger on the peer port cannot take a parked server (wrong secret, made-up proof, a request without a link); the cluster's client still gets it",
   ignore,
   async fn() {
     await using redis = await TestRedis.start();
@@ -274,14 +227,23 @@ Deno.test({
     const stolen = await forward({ ...base, secret: "not-the-secret-at-all" });
     ok(!stolen.paired);
     const raw = await Deno.connect({ hostname: "127.0.0.1", port: b.peerPort });
-    const greeting = new Uint8Array(256);
-    await raw.read(greeting);
-    await raw.write(
-      bytes(`FORWARD svc a ${"0".repeat(32)} ${"a".repeat(64)}\n`),
-    );
+    const greeting = text(await readExactly(raw, PEER_GREETING.length + 34));
+    ok(greeting.startsWith(`${PEER_GREETING} `), greeting);
+    await raw.write(bytes(`LINK a ${"0".repeat(32)} ${"a".repeat(64)}\n`));
     assertEquals(text(await readAll(raw)), "ERROR AUTH wrong cluster proof\n");
     raw.close();
     await b.proc.waitErr(/Refused link .*wrong cluster proof/);
+    const bare = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: b.peerPort,
+    });
+    await readExactly(bare, PEER_GREETING.length + 34);
+    await bare.write(bytes("FORWARD svc\n"));
+    assertEquals(
+      text(await readAll(bare)),
+      "ERROR PROTOCOL bad link request\n",
+    );
+    bare.close();
     const client = await connect({ relay: a.client, name: "svc" });
     const server = await serving;
     await client.write(bytes("hi"));
@@ -290,48 +252,6 @@ Deno.test({
     server.close();
   },
 });
-
-/** An echo server parked at `relay` through listen(); `close()` stops it. */
-function echoServer(relay: string, name: string, pool = 2) {
-  const listener = listen({ relay, name, pool, maxBackoff: 500 });
-  const served = (async () => {
-    for await (const conn of listener) {
-      (async () => {
-        try {
-          const buf = new Uint8Array(65536);
-          for (let n; (n = await conn.read(buf)) !== null;) {
-            await conn.write(buf.subarray(0, n));
-          }
-        } catch {
-          // reset: fine here
-        } finally {
-          try {
-            conn.close();
-          } catch {
-            // closed already
-          }
-        }
-      })();
-    }
-  })();
-  return {
-    async close() {
-      listener.close();
-      await served;
-    },
-  };
-}
-
-/** One echo through a new client connection to `name` at `relay`. */
-async function echoOnce(relay: string, name: string, message = "ping") {
-  const conn = await connect({ relay, name });
-  try {
-    await conn.write(bytes(message));
-    return text(await readExactly(conn, message.length));
-  } finally {
-    conn.close();
-  }
-}
 
 Deno.test({
   name:
