@@ -1,14 +1,14 @@
 /**
- * The failover mode: three nodes `a`, `b`, `c`; a server helper
- * (`_failover_server.ts`, a pool of 2 made with `accept()`, relays a then b)
- * parked on `a`; `kill -9` of `a`; then a client on `c` asks for the name
- * again and again until it is served (paired and its one-byte echo back).
+ * The failover mode: three nodes `a`, `b`, `c`; `server.ts --relay a,b`
+ * (the pool of 2 parked at each, as users run it) offering an echo service;
+ * `kill -9` of `a`; then a client on `c` asks for the name again and again
+ * until it is served (paired and its one-byte echo back).
  *
  * Figures, each in seconds from the kill: `failover` (the first client
- * served on `c`), `reparked` (node `b`'s parked count for the name in Redis,
- * i.e. the helper parked elsewhere and `b` published it) and `keysGone`
- * (node `a`'s lease and parked keys both gone from Redis: the lease lapsed);
- * `refused`: the client's attempts refused before the one served.
+ * served on `c`), `reparked` (node `b`'s parked count for the name in Redis:
+ * 0 when the pool was at `b` already) and `keysGone` (node `a`'s lease and
+ * parked keys both gone from Redis: the lease lapsed); `refused`: the
+ * client's attempts refused before the one served.
  *
  * @module
  */
@@ -75,6 +75,20 @@ async function serveOnce(port: number): Promise<void> {
   }
 }
 
+/** A local echo service (what `server.ts --to` forwards to). */
+function echoService(): { port: number } & Disposable {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  (async () => {
+    for await (const conn of listener) {
+      conn.readable.pipeTo(conn.writable).catch(() => {});
+    }
+  })().catch(() => {});
+  return {
+    port: listener.addr.port,
+    [Symbol.dispose]: () => listener.close(),
+  };
+}
+
 async function parked(redis: Redis, node: string): Promise<number> {
   return Number(await redis.hget(parkedKey(node), NAME) ?? 0);
 }
@@ -87,25 +101,29 @@ export async function failover(
   const run: ClusterRun = await peer.nodes!(["a", "b", "c"]);
   const [a, b, c] = run.nodes;
   const redis = redisClient(run.redisUrl);
+  using echo = echoService();
   const helper = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "-A",
-      `${ROOT}bench/_failover_server.ts`,
+      `${ROOT}server.ts`,
       "--relay",
       `127.0.0.1:${a.serverPort},127.0.0.1:${b.serverPort}`,
       "--name",
       NAME,
       "--pool",
       `${POOL}`,
+      "--to",
+      `127.0.0.1:${echo.port}`,
     ],
     stdin: "null",
     stdout: "null",
     stderr: "null",
   }).spawn();
   try {
-    // the pool parked on a, and served from c once, and parked again
-    const full = async () => await parked(redis, "a") >= POOL;
+    // the pool parked on a and b, served from c once, and parked again
+    const full = async () =>
+      await parked(redis, "a") >= POOL && await parked(redis, "b") >= POOL;
     await secondsUntil(performance.now(), full, limitMs);
     await serveOnce(c.clientPort);
     await secondsUntil(performance.now(), full, limitMs);

@@ -432,16 +432,14 @@ function clusterTable(
   const notes = [
     "Cluster against the single relay, same run (ratios to `project`): " +
     "2 `relay.ts --cluster` nodes and a `redis-server`, the driver's servers " +
-    "on node a and its clients on node b, so every pair crosses nodes " +
-    "(`bench` reserved on a first); memory is both relays' RSS.",
+    "on node a and its clients on node b, so every pair crosses nodes; " +
+    "memory is both relays' RSS.",
     table(["peer", ...keys.map((k) => figureOf(k, s).head)], rows),
   ];
   if (modes.includes("failover")) {
     notes.push(
-      "Failover: 3 nodes; the server helper is `bench/_failover_server.ts` " +
-        "(a pool of 2 made with `accept()`, parked on a; when its connections " +
-        "to a fail it parks at b: it stands in for `listen()` with several " +
-        "relays, which main does not have yet); `kill -9` of a; seconds from " +
+      "Failover: 3 nodes; `server.ts --relay a,b --pool 2` (its pool " +
+        "parked at both); `kill -9` of a; seconds from " +
         "the kill until a client on c is served (paired and echoed), until " +
         "b's count for the name is in Redis, and until a's lease and counts " +
         "are gone from Redis (lease 3 s); refused: the client's attempts " +
