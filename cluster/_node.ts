@@ -118,6 +118,7 @@ export class ClusterNode implements Cluster {
         source: new Source(req.conn, req.rest),
         peer,
         dead: false,
+        via: req.from,
       });
     });
     this.peerAddr = this.#links.addr;

@@ -31,6 +31,11 @@ export interface PairInfo {
   started: number;
   /** Application bytes relayed so far, each way. */
   bytes: { clientToServer: number; serverToClient: number };
+  /**
+   * In a cluster, a client forwarded here by another node: that node's name
+   * (it logs the pair at info; this node at debug).
+   */
+  via?: string;
 }
 
 /** Why a parked server connection left the table without a client. */
@@ -141,13 +146,13 @@ export function logEvents(events: RelayEvents): Disposable {
         return;
       }
       case "paired":
-        return log.info(
+        return log[e.pair.via ? "debug" : "info"](
           "Paired {name}: client {client} with server {server}",
           { ...e.pair },
         );
       case "pairEnded": {
-        const { name, client, server, bytes } = e.pair;
-        return log.info(
+        const { name, client, server, bytes, via } = e.pair;
+        return log[via ? "debug" : "info"](
           "Closed {name}: client {client}, server {server}, {seconds} s, {up} bytes up, {down} bytes down",
           {
             name,

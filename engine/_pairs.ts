@@ -47,6 +47,7 @@ export class ActivePairs {
       server: server.peer,
       started: Date.now(),
       bytes: { clientToServer: 0, serverToClient: 0 },
+      ...(client.via ? { via: client.via } : {}),
     };
     const pair = relayPair(
       client.conn,

@@ -27,6 +27,8 @@ export interface Waiter {
   deadline?: number;
   /** v2 servers: the answer to the last PING, while it is awaited. */
   pong?: PromiseWithResolvers<boolean>;
+  /** Clients forwarded by another node of a cluster: that node's name. */
+  via?: string;
 }
 
 /** A reserved name. */
