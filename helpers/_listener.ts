@@ -9,7 +9,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { HelperOptions } from "./_dial.ts";
+import type { HelperOptions } from "./_options.ts";
 import { isPermanent } from "./_hints.ts";
 import { pause } from "../datapath/_accept.ts";
 import { Demand, Unparked } from "./_demand.ts";

@@ -8,7 +8,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { HostPort } from "./_dial.ts";
+import type { HostPort } from "./_options.ts";
 import { isPermanent } from "./_hints.ts";
 import {
   type ListenerState,
