@@ -7,7 +7,7 @@ import {
   strictEqual,
 } from "node:assert/strict";
 import { OTHER, TOP_NAMES, topNames } from "../admin/_metrics.ts";
-import { REFUSAL_CODES } from "../protocol/_wire.ts";
+import { REFUSAL_CODES, VERSION } from "../protocol/_wire.ts";
 import {
   type AdminRelay,
   adminRelay,
@@ -136,7 +136,7 @@ Deno.test("metrics after real traffic count pairings, bytes each way (live pairs
     sample(text, "tcp_relay_name_active_pairs", { name: "m-live" }),
     1,
   );
-  strictEqual(sample(text, "tcp_relay_info", { version: "0.1.0" }), 1);
+  strictEqual(sample(text, "tcp_relay_info", { version: VERSION }), 1);
   if (PROMTOOL) await checkWithPromtool(text);
 });
 
