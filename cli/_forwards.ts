@@ -27,12 +27,7 @@ import type { ClientOptions } from "../client.ts";
 import { formatAddr, nameProblem } from "../protocol/_wire.ts";
 import { address, stopSignal, UsageError } from "./_common.ts";
 import { ConfigFile, exposed, Keys } from "./_file.ts";
-import {
-  givenFlags,
-  onlyWithConfig,
-  relaysText,
-  startLogging,
-} from "./_peer.ts";
+import { relaysText, startFromConfig } from "./_peer.ts";
 import { DEFAULT_LINGER, forward } from "./_client.ts";
 
 const log = getLogger(["tcp-relay", "client"]);
@@ -62,7 +57,6 @@ export const SHARED_KEYS = [
 ] as const;
 
 /** The flags `--config` may be given with: they win over the file's keys. */
-const WITH_CONFIG = ["log-level", "log-format"];
 
 /** One forward of the file, checked. */
 export interface Forward {
@@ -160,18 +154,8 @@ export async function runForwards(
   args: string[],
   options: NonNullable<ParseArgsConfig["options"]>,
 ): Promise<number> {
-  const given = givenFlags(args, options);
-  onlyWithConfig(given, WITH_CONFIG);
   const path = v.config as string;
-  const file = await readForwards(path);
-  const logging: Record<string, unknown> = {};
-  for (const flag of WITH_CONFIG) {
-    logging[flag] = given.has(flag)
-      ? v[flag]
-      : file[flag as "log-level"] ?? v[flag];
-  }
-  await startLogging(logging);
-  for (const w of file.warnings) log.warn(w.replace(/[{}]/g, (c) => c + c));
+  const file = await startFromConfig(v, args, options, readForwards, log);
   const signal = stopSignal();
   const { forwards } = file;
   let failed = 0;

@@ -8,6 +8,7 @@
  */
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { Logger } from "@logtape/logtape";
 import { useFlagHints } from "../helpers/_hints.ts";
 import {
   DEFAULT_CLIENT_PORT,
@@ -163,4 +164,36 @@ export function onlyWithConfig(given: Set<string>, allowed: string[]): void {
       })`,
     );
   }
+}
+
+/** The flags a `--config` file may be given with: they win over its keys. */
+const WITH_CONFIG = ["log-level", "log-format"];
+
+/**
+ * The start of `server.ts --config` and `client.ts --config`: checks that
+ * only the logging flags come with `--config`, reads the file with `read`,
+ * starts logging (a flag wins over the file's key), logs the file's warnings
+ * with `log` and returns it.
+ */
+export async function startFromConfig<
+  F extends { warnings: string[]; "log-level"?: string; "log-format"?: string },
+>(
+  v: Record<string, unknown>,
+  args: string[],
+  options: NonNullable<ParseArgsConfig["options"]>,
+  read: (path: string) => Promise<F>,
+  log: Logger,
+): Promise<F> {
+  const given = givenFlags(args, options);
+  onlyWithConfig(given, WITH_CONFIG);
+  const file = await read(v.config as string);
+  const logging: Record<string, unknown> = {};
+  for (const flag of WITH_CONFIG) {
+    logging[flag] = given.has(flag)
+      ? v[flag]
+      : file[flag as "log-level"] ?? v[flag];
+  }
+  await startLogging(logging);
+  for (const w of file.warnings) log.warn(w.replace(/[{}]/g, (c) => c + c));
+  return file;
 }
