@@ -360,8 +360,14 @@ Deno.test("relay.ts takes every flag at once (TLS aside: tls_test) and serves wi
     await sendAndClose(c, s, "ping");
     await sendAndClose(s, c, "pong");
   }
-  // debug records are written, as JSON lines
+  // debug records are written, as JSON lines: a server parks (at debug)
+  const parked = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: relay.serverPort,
+  });
+  await parked.write(new TextEncoder().encode("CONNECT\nparks-here\n"));
   await relay.proc.waitErr(/"level":"DEBUG"/);
+  parked.close();
   for (const l of logLines(relay.proc, /\S/)) JSON.parse(l);
   ok(relay.proc.err.includes(join(tmp.dir, "names.json")), relay.proc.err);
 });
