@@ -153,25 +153,11 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
         await new Promise<void>((r) => this.#room.push(r));
         continue;
       }
-      let parked = false;
-      this.#dialing++;
       try {
-        const conn = await this.#park(
-          { ...this.#options, signal: this.#ac.signal },
-          () => {
-            parked = true;
-            this.#dialing--;
-            this.#parkedNow++;
-            this.#onParked();
-          },
-        );
-        if (parked) this.#parkedNow--;
-        else this.#dialing--;
+        const conn = await this.#parkOne();
         failures = 0;
         this.#deliver(conn);
       } catch (e) {
-        if (parked) this.#parkedNow--;
-        else this.#dialing--;
         this.#demand?.poke();
         if (this.#closed) return;
         if (isPermanent(e)) return this.#fail(e);
@@ -187,11 +173,30 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
    * replaced; it leaves at a PING once `stay()` is false.
    */
   async #extra(stay: () => boolean): Promise<void> {
+    try {
+      this.#deliver(await this.#parkOne(stay));
+    } catch (e) {
+      // left as surplus, or failed: the next NEED tells what is needed
+      if (!(e instanceof Unparked) && !this.#closed) {
+        log.debug("An extra connection for {name} failed: {error}", {
+          name: this.#options.name,
+          error: String((e as Error)?.message ?? e),
+        });
+      }
+      this.#demand?.poke();
+    }
+  }
+
+  /**
+   * Dials and parks one connection until a client takes it (`stay`: see
+   * `park`), counted as dialing, then as parked, and neither once it is
+   * taken or failed.
+   */
+  async #parkOne(stay?: () => boolean): Promise<C> {
     let parked = false;
-    const settle = () => parked ? this.#parkedNow-- : this.#dialing--;
     this.#dialing++;
     try {
-      const conn = await this.#park(
+      return await this.#park(
         { ...this.#options, signal: this.#ac.signal },
         () => {
           parked = true;
@@ -201,18 +206,9 @@ export class RelayListener<C extends Deno.Conn = Deno.TcpConn>
         },
         stay,
       );
-      settle();
-      this.#deliver(conn);
-    } catch (e) {
-      settle();
-      // left as surplus, or failed: the next NEED tells what is needed
-      if (!(e instanceof Unparked) && !this.#closed) {
-        log.debug("An extra connection for {name} failed: {error}", {
-          name: this.#options.name,
-          error: String((e as Error)?.message ?? e),
-        });
-      }
-      this.#demand?.poke();
+    } finally {
+      if (parked) this.#parkedNow--;
+      else this.#dialing--;
     }
   }
 
